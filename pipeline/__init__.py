@@ -1,0 +1,29 @@
+"""gigaseg's data flow, one subpackage per stage.
+
+1. ``read``      open a GeoTIFF, slide or array lazily, with its georeference
+2. ``tile``      plan the overlapping tile grid (reads no pixels)
+3. ``infer``     run a model on tile windows
+4. ``stitch``    write the cores into the Zarr store
+5. ``vectorize`` label raster -> exact polygons, merged across chunk borders
+6. ``export``    GeoJSON / GeoParquet / QuPath files
+"""
+
+from __future__ import annotations
+
+from pipeline.errors import (
+    CheckpointError,
+    ConfigError,
+    GigasegError,
+    InputError,
+    OutputExistsError,
+    StoreError,
+)
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "GigasegError",
+    "InputError",
+    "OutputExistsError",
+    "StoreError",
+]

@@ -1,0 +1,7 @@
+"""``python -m workflows`` runs the ``gigaseg`` command."""
+
+import sys
+
+from workflows.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``gigaseg`` subcommand: ``HELP``, ``add_arguments(parser)``, ``main(args)``."""
