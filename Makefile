@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint clean slurm
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Install and start a single-node SLURM (root + apt; idempotent) for the `slurm` test marker.
+slurm:
+	.ci/slurm-up.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline unet workflows tests bench
