@@ -26,4 +26,14 @@ __all__ = [
     "InputError",
     "OutputExistsError",
     "StoreError",
+    "predict",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Lazy so that ``import pipeline`` stays light; pipeline.predict is a callable module.
+    if name == "predict":
+        import importlib
+
+        return importlib.import_module("pipeline.predict")
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

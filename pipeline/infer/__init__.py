@@ -1,1 +1,47 @@
-"""Stage 3: infer."""
+"""Stage 3: infer — run any model on tile windows (this package never imports ``unet``)."""
+
+from __future__ import annotations
+
+from pipeline.infer.model import (
+    LOAD_COUNTS,
+    LOADERS,
+    ModelInfo,
+    ModelRef,
+    cached_model,
+    describe_model,
+    file_sha256,
+    model_kind,
+    register_loader,
+    with_overrides,
+)
+from pipeline.infer.predictor import (
+    PRECISIONS,
+    Predictor,
+    activate,
+    cpu_supports_bf16,
+    resolve_device,
+    resolve_precision,
+)
+from pipeline.infer.reference import reference_predict
+from pipeline.infer.tile import predict_tile
+
+__all__ = [
+    "LOADERS",
+    "LOAD_COUNTS",
+    "PRECISIONS",
+    "ModelInfo",
+    "ModelRef",
+    "Predictor",
+    "activate",
+    "cached_model",
+    "cpu_supports_bf16",
+    "describe_model",
+    "file_sha256",
+    "model_kind",
+    "predict_tile",
+    "reference_predict",
+    "register_loader",
+    "resolve_device",
+    "resolve_precision",
+    "with_overrides",
+]

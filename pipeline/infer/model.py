@@ -1,0 +1,275 @@
+"""Model files, their metadata, and the once-per-process model cache.
+
+``pipeline.infer`` never imports ``unet``: a gigaseg checkpoint is opened by a loader the
+caller names as an import string (``"module:function"``, e.g. the one in
+:mod:`pipeline.predict`). TorchScript and ONNX files are opened here. A loader returns the
+callable network and a metadata dict; :func:`describe_model` turns it, together with the
+user's overrides, into a picklable :class:`ModelInfo` on the client, and the workers load the
+network once per process with :func:`cached_model` (tasks carry only the path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import CheckpointError, ConfigError
+from pipeline.tile.grid import InputSizes
+
+__all__ = [
+    "FOREIGN_ALIGNMENT",
+    "LOADERS",
+    "LOAD_COUNTS",
+    "ModelInfo",
+    "ModelRef",
+    "cached_model",
+    "describe_model",
+    "file_sha256",
+    "load_onnx",
+    "load_torchscript",
+    "model_kind",
+    "register_loader",
+    "with_overrides",
+]
+
+#: Alignment assumed for a TorchScript/ONNX model whose file does not record one (2**5 covers
+#: U-Nets up to depth 5).
+FOREIGN_ALIGNMENT = 32
+
+#: Model kind -> ``"module:function"`` returning ``(network, metadata)`` for a path.
+LOADERS: dict[str, str] = {
+    "torchscript": "pipeline.infer.model:load_torchscript",
+    "onnx": "pipeline.infer.model:load_onnx",
+}
+
+#: Path -> number of times this process loaded it (tests check "once per worker").
+LOAD_COUNTS: dict[str, int] = {}
+
+_CACHE: dict[tuple[str, str], Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def register_loader(kind: str, target: str) -> None:
+    """Register ``target`` (``"module:function"``) as the loader of model files of ``kind``."""
+    LOADERS[kind] = target
+
+
+def model_kind(path: str) -> str:
+    """Guess the model kind from the file suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix in (".pt", ".pth", ".ts", ".jit", ".torchscript"):
+        return "torchscript"
+    if suffix == ".safetensors":
+        return "gigaseg"
+    raise CheckpointError(
+        f"{path}: unknown model format {suffix!r}; use a gigaseg .safetensors checkpoint, a "
+        "TorchScript .pt/.ts file or an ONNX .onnx file"
+    )
+
+
+def file_sha256(path: str) -> str:
+    """Return the hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _resolve(target: str) -> Callable[[str], tuple[Any, dict[str, Any]]]:
+    module, _, name = target.partition(":")
+    loader: Callable[[str], tuple[Any, dict[str, Any]]] = getattr(
+        importlib.import_module(module), name
+    )
+    return loader
+
+
+def load_torchscript(path: str) -> tuple[Any, dict[str, Any]]:
+    """Load a TorchScript file; metadata from its ``gigaseg.json`` extra file when present."""
+    import torch
+
+    extra = {"gigaseg.json": ""}
+    try:
+        module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{path} is not a loadable TorchScript model ({reason})") from None
+    module.eval()
+    text = extra["gigaseg.json"]
+    meta = json.loads(text) if text else {}
+    return module, meta
+
+
+def load_onnx(path: str) -> tuple[Any, dict[str, Any]]:
+    """Load an ONNX file into an onnxruntime session; metadata from the ``gigaseg`` property."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    try:
+        session = onnxruntime.InferenceSession(
+            path, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{path} is not a loadable ONNX model ({reason})") from None
+    props = session.get_modelmeta().custom_metadata_map
+    meta = json.loads(props["gigaseg"]) if "gigaseg" in props else {}
+    shape = session.get_inputs()[0].shape
+    if "in_channels" not in meta and len(shape) == 4 and isinstance(shape[1], int):
+        meta["in_channels"] = shape[1]
+    return session, meta
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the pipeline needs to know about a model, resolved on the client.
+
+    Attributes
+    ----------
+    halo, alignment, padding, sizes
+        Geometry: context per side, size/offset granularity, ``"same"``/``"valid"``, and the
+        input sizes accepted.
+    classes
+        Class names; ``outputs`` is the number of probability channels.
+    activation
+        ``"sigmoid"`` (one channel) or ``"softmax"``.
+    """
+
+    path: str
+    kind: str
+    loader: str
+    name: str
+    sha256: str
+    halo: int | None
+    alignment: int
+    padding: str
+    sizes: InputSizes
+    in_channels: int | None
+    classes: tuple[str, ...]
+    outputs: int | None
+    activation: str
+    bands: tuple[int, ...] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    receptive_field: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary for the store attributes."""
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "kind": self.kind,
+            "halo": self.halo,
+            "alignment": self.alignment,
+            "padding": self.padding,
+            "receptive_field": self.receptive_field,
+        }
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a task carries: the model path, its loader and the resolved :class:`ModelInfo`."""
+
+    info: ModelInfo
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+
+
+def describe_model(
+    path: str,
+    *,
+    kind: str | None = None,
+    loader: str | None = None,
+    complete: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> tuple[ModelInfo, Any]:
+    """Load ``path`` on the client and return its :class:`ModelInfo` and the network.
+
+    Parameters
+    ----------
+    path
+        Model file.
+    kind
+        ``"gigaseg"``, ``"torchscript"`` or ``"onnx"`` (from the suffix by default).
+    loader
+        ``"module:function"`` overriding :data:`LOADERS` for this kind.
+    complete
+        Optional hook adding geometry (halo, alignment...) to metadata that only carries an
+        architecture (a TorchScript/ONNX export of a gigaseg checkpoint).
+    """
+    path = str(path)
+    if not Path(path).is_file():
+        raise CheckpointError(f"model {path} does not exist; check --model")
+    kind = kind or model_kind(path)
+    target = loader or LOADERS.get(kind)
+    if target is None:
+        raise CheckpointError(f"no loader registered for {kind} models ({path})")
+    network, meta = _resolve(target)(path)
+    if complete is not None:
+        meta = complete(meta)
+    alignment = int(meta.get("alignment") or FOREIGN_ALIGNMENT)
+    padding = str(meta.get("padding", "same"))
+    first = int(meta.get("sizes_first") or alignment)
+    classes = tuple(meta.get("classes") or ())
+    outputs = meta.get("outputs") or (len(classes) if classes else None)
+    activation = meta.get("activation") or ("sigmoid" if outputs == 1 else "softmax")
+    arch = meta.get("architecture") or {}
+    info = ModelInfo(
+        path=path,
+        kind=kind,
+        loader=target,
+        name=str(meta.get("name") or Path(path).stem),
+        sha256=str(meta.get("sha256") or file_sha256(path)),
+        halo=None if meta.get("halo") is None else int(meta["halo"]),
+        alignment=alignment,
+        padding=padding,
+        sizes=InputSizes(first, alignment),
+        in_channels=meta.get("in_channels") or arch.get("in_channels"),
+        classes=classes,
+        outputs=None if outputs is None else int(outputs),
+        activation=str(activation),
+        bands=None if meta.get("bands") is None else tuple(meta["bands"]),
+        mean=None if meta.get("mean") is None else tuple(float(v) for v in meta["mean"]),
+        std=None if meta.get("std") is None else tuple(float(v) for v in meta["std"]),
+        receptive_field=meta.get("receptive_field"),
+    )
+    return info, network
+
+
+def with_overrides(
+    info: ModelInfo, *, halo: int | None = None, classes: tuple[str, ...] | None = None
+) -> ModelInfo:
+    """Return ``info`` with a user halo and/or class names."""
+    changes: dict[str, Any] = {}
+    if halo is not None:
+        if info.padding == "valid" and info.halo is not None and halo != info.halo:
+            raise ConfigError(
+                f"halo {halo} cannot be used with a valid-convolution model: its halo is fixed "
+                f"at {info.halo}; use --halo auto"
+            )
+        changes["halo"] = halo
+    if classes:
+        changes["classes"] = classes
+        changes["outputs"] = len(classes)
+        changes["activation"] = "sigmoid" if len(classes) == 1 else "softmax"
+    return replace(info, **changes) if changes else info
+
+
+def cached_model(info: ModelInfo) -> Any:
+    """Return this process's network for ``info``, loading it on first use only."""
+    key = (info.path, info.loader)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            network, _ = _resolve(info.loader)(info.path)
+            LOAD_COUNTS[info.path] = LOAD_COUNTS.get(info.path, 0) + 1
+            _CACHE[key] = network
+        return _CACHE[key]
