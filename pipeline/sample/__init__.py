@@ -1,0 +1,45 @@
+"""Training data: windowed patches from large images with vector or raster labels.
+
+``source``   windowed readers (GeoTIFF through rasterio, slides through tiffslide)
+``vectors``  GeoJSON / GeoPackage label files with their CRS
+``labels``   labels on the image grid: reprojected + rasterized vectors, or warped rasters
+``region``   the spatial validation hold-out band
+``sampler``  training draws (foreground-balanced, nodata-avoiding) and validation windows
+"""
+
+from __future__ import annotations
+
+from pipeline.sample.labels import (
+    IGNORE,
+    LabelSource,
+    RasterLabels,
+    VectorLabelSource,
+    open_labels,
+    rasterize_window,
+)
+from pipeline.sample.region import Holdout, parse_holdout
+from pipeline.sample.sampler import Patch, PatchSampler, Scene, open_scene
+from pipeline.sample.source import GeoTiffImage, ImageSource, SlideImage, open_image
+from pipeline.sample.vectors import VectorLabels, read_vectors, reproject_geometries
+
+__all__ = [
+    "IGNORE",
+    "GeoTiffImage",
+    "Holdout",
+    "ImageSource",
+    "LabelSource",
+    "Patch",
+    "PatchSampler",
+    "RasterLabels",
+    "Scene",
+    "SlideImage",
+    "VectorLabelSource",
+    "VectorLabels",
+    "open_image",
+    "open_labels",
+    "open_scene",
+    "parse_holdout",
+    "rasterize_window",
+    "read_vectors",
+    "reproject_geometries",
+]
