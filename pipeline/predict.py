@@ -124,7 +124,8 @@ def complete_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     import unet
 
     arch = dict(meta["architecture"])
-    model = unet.UNet(**arch)
+    model = unet.UNet(**unet.Architecture.from_dict(arch).to_dict())
+    arch = model.architecture.to_dict()
     out = dict(meta)
     out.update({k: v for k, v in _geometry(model).items() if out.get(k) is None})
     out.setdefault("in_channels", arch.get("in_channels"))

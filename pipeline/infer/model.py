@@ -238,8 +238,8 @@ def describe_model(
         outputs=None if outputs is None else int(outputs),
         activation=str(activation),
         bands=None if meta.get("bands") is None else tuple(meta["bands"]),
-        mean=None if meta.get("mean") is None else tuple(float(v) for v in meta["mean"]),
-        std=None if meta.get("std") is None else tuple(float(v) for v in meta["std"]),
+        mean=tuple(float(v) for v in meta["mean"]) if meta.get("mean") else None,
+        std=tuple(float(v) for v in meta["std"]) if meta.get("std") else None,
         receptive_field=meta.get("receptive_field"),
     )
     return info, network
