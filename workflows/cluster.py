@@ -1,0 +1,197 @@
+"""Start or connect to the cluster a workflow runs on.
+
+``local`` is a :class:`distributed.LocalCluster` sized to the machine with its dashboard on
+loopback; ``slurm`` and ``pbs`` go through dask-jobqueue, one batch job holding one or more
+workers, with GPUs requested from the scheduler (``--gres=gpu:N`` or ``ngpus=N``) and declared
+to Dask as a ``GPU`` resource on each worker so GPU tasks land one per device; ``address``
+connects to a scheduler someone else started. :func:`job_script` renders the batch script
+without starting anything, for ``--dry-run``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pipeline.errors import ConfigError
+from workflows.spec import Cluster, JobQueue
+
+__all__ = ["connect", "describe", "job_script", "jobqueue_kwargs", "local_kwargs"]
+
+#: Scheduler address placeholder in rendered job scripts (the real one is known at start).
+SCHEDULER_PLACEHOLDER = "tcp://SCHEDULER:8786"
+
+
+def local_kwargs(cluster: Cluster) -> dict[str, Any]:
+    """Keyword arguments for :class:`distributed.LocalCluster`.
+
+    Unset sizes are left to distributed, which sizes the cluster to the machine's cores and
+    memory. The scheduler and dashboard listen on loopback only unless the file says otherwise.
+    """
+    settings = cluster.local
+    kwargs: dict[str, Any] = {
+        "processes": True,
+        "host": "127.0.0.1",
+        "memory_limit": settings.memory_limit,
+        "dashboard_address": settings.dashboard_address,
+    }
+    if settings.n_workers is not None:
+        kwargs["n_workers"] = settings.n_workers
+    if settings.threads_per_worker is not None:
+        kwargs["threads_per_worker"] = settings.threads_per_worker
+    return kwargs
+
+
+def jobqueue_kwargs(kind: str, settings: JobQueue, *, name: str = "gigaseg") -> dict[str, Any]:
+    """Keyword arguments for ``SLURMCluster``/``PBSCluster`` (and their ``Job`` classes).
+
+    Parameters
+    ----------
+    kind
+        ``"slurm"`` or ``"pbs"``.
+    settings
+        The workflow's ``cluster.slurm`` or ``cluster.pbs`` section.
+    name
+        Job name shown by ``squeue``/``qstat``.
+    """
+    if settings.cores is None or settings.memory is None:
+        raise ConfigError(
+            f"cluster.{kind}: cores and memory are required for a {kind} cluster "
+            "(e.g. cores: 8, memory: 32GB)"
+        )
+    processes = settings.worker_processes
+    worker_args: list[str] = []
+    directives = list(settings.directives)
+    kwargs: dict[str, Any] = {
+        "cores": settings.cores,
+        "memory": settings.memory,
+        "processes": processes,
+        "walltime": settings.walltime,
+        "queue": settings.queue,
+        "account": settings.account,
+        "python": settings.python or sys.executable,
+        "job_script_prologue": list(settings.prologue),
+        "job_name": name,
+        "death_timeout": settings.death_timeout,
+    }
+    if settings.gpus:
+        worker_args += ["--resources", f"GPU={settings.gpus // processes}"]
+        if kind == "slurm":
+            directives.append(f"--gres=gpu:{settings.gpus}")
+        else:
+            from dask.utils import parse_bytes
+            from dask_jobqueue.pbs import pbs_format_bytes_ceil
+
+            mem = pbs_format_bytes_ceil(parse_bytes(settings.memory))  # type: ignore[no-untyped-call]
+            kwargs["resource_spec"] = (
+                f"select=1:ncpus={settings.cores}:mem={mem}:ngpus={settings.gpus}"
+            )
+    if settings.interface:
+        kwargs["interface"] = settings.interface
+    if settings.log_directory:
+        kwargs["log_directory"] = settings.log_directory
+    if settings.local_directory:
+        kwargs["local_directory"] = settings.local_directory
+    kwargs["job_extra_directives"] = directives
+    kwargs["worker_extra_args"] = worker_args
+    return kwargs
+
+
+def _job_class(kind: str) -> Any:
+    if kind == "slurm":
+        from dask_jobqueue.slurm import SLURMJob
+
+        return SLURMJob
+    from dask_jobqueue.pbs import PBSJob
+
+    return PBSJob
+
+
+def _cluster_class(kind: str) -> Any:
+    if kind == "slurm":
+        from dask_jobqueue.slurm import SLURMCluster
+
+        return SLURMCluster
+    from dask_jobqueue.pbs import PBSCluster
+
+    return PBSCluster
+
+
+def job_script(cluster: Cluster, *, name: str = "gigaseg") -> str:
+    """Render the batch job script for a slurm/pbs cluster without starting or submitting.
+
+    The scheduler address is not known before the run starts, so the script shows
+    ``tcp://SCHEDULER:8786`` in its place.
+    """
+    if cluster.type not in ("slurm", "pbs"):
+        raise ConfigError(f"cluster.type is {cluster.type}; only slurm and pbs have job scripts")
+    settings: JobQueue = getattr(cluster, cluster.type)
+    kwargs = jobqueue_kwargs(cluster.type, settings, name=name)
+    job = _job_class(cluster.type)(scheduler=SCHEDULER_PLACEHOLDER, name=f"{name}-worker", **kwargs)
+    return str(job.job_script())
+
+
+def describe(cluster: Cluster) -> str:
+    """One line saying where the run will execute."""
+    if cluster.type == "address":
+        return f"scheduler at {cluster.address}"
+    if cluster.type == "local":
+        s = cluster.local
+        workers = s.n_workers if s.n_workers is not None else "auto"
+        threads = s.threads_per_worker if s.threads_per_worker is not None else "auto"
+        return (
+            f"local: LocalCluster, {workers} workers x {threads} threads, "
+            f"memory {s.memory_limit}, dashboard {s.dashboard_address or 'off'}"
+        )
+    q: JobQueue = getattr(cluster, cluster.type)
+    size = (
+        f"{q.min_jobs} jobs"
+        if q.min_jobs == q.max_jobs
+        else f"adaptive {q.min_jobs}..{q.max_jobs} jobs"
+    )
+    gpus = f", {q.gpus} GPUs" if q.gpus else ""
+    where = ", ".join(
+        part
+        for part in (
+            f"queue {q.queue}" if q.queue else "",
+            f"account {q.account}" if q.account else "",
+        )
+        if part
+    )
+    where = f", {where}" if where else ""
+    return (
+        f"{cluster.type}: {size} of {q.cores} cores, {q.memory}, {q.worker_processes} "
+        f"worker(s){gpus}, walltime {q.walltime}{where}"
+    )
+
+
+@contextmanager
+def connect(cluster: Cluster, *, name: str = "gigaseg") -> Iterator[Any]:
+    """Start (or connect to) the cluster and yield a :class:`distributed.Client`.
+
+    Everything started here is stopped on exit: jobs are cancelled, local workers closed.
+    """
+    from distributed import Client, LocalCluster
+
+    if cluster.type == "address":
+        with Client(cluster.address, timeout="30s") as client:  # type: ignore[no-untyped-call]
+            yield client
+        return
+    if cluster.type == "local":
+        local = LocalCluster(**local_kwargs(cluster))  # type: ignore[no-untyped-call]
+        with local, Client(local) as client:  # type: ignore[no-untyped-call]
+            yield client
+        return
+    settings: JobQueue = getattr(cluster, cluster.type)
+    kwargs = jobqueue_kwargs(cluster.type, settings, name=name)
+    # Workers reach the scheduler on `interface`; only its dashboard stays on loopback.
+    scheduler_options: dict[str, Any] = {"dashboard_address": "127.0.0.1:0"}
+    with _cluster_class(cluster.type)(scheduler_options=scheduler_options, **kwargs) as jobs:
+        if settings.max_jobs > settings.min_jobs:
+            jobs.adapt(minimum_jobs=settings.min_jobs, maximum_jobs=settings.max_jobs)
+        else:
+            jobs.scale(jobs=settings.max_jobs)
+        with Client(jobs) as client:  # type: ignore[no-untyped-call]
+            yield client

@@ -1,0 +1,378 @@
+"""Run a workflow: every scene through predict, vectorize and export on one Dask cluster.
+
+``run(path_or_spec)`` validates the file (schema, then globs, outputs and the model header)
+before any work, starts or connects to the cluster once, and submits every scene to that one
+client: scenes run concurrently from a small thread pool (``scenes_in_flight``), each calling
+``pipeline.predict(..., client=client, on_tile=...)`` and then ``pipeline.vectorize`` for its
+exports, so the cluster stays busy across scene boundaries and one bar counts all tiles.
+
+Resume (``resume=True``) skips scenes whose store says ``status: complete``, skips exports
+that exist and are newer than their store (or recorded as written in the previous report),
+and lets ``pipeline.predict(resume=True)`` recompute only tiles not marked done. A worker
+lost mid-run is handled by Dask (its tasks are recomputed elsewhere; tile writes are
+idempotent), so the result does not change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, cast
+
+from workflows.cluster import connect, describe, job_script
+from workflows.plan import Plan, Scene, make_plan
+from workflows.report import ExportRecord, RunReport, SceneReport, stage_seconds, tile_counts
+from workflows.spec import Workflow, load_workflow, merge
+
+__all__ = ["cluster_override", "plan", "run", "store_status"]
+
+
+def cluster_override(cluster: str | None) -> dict[str, Any]:
+    """Return the settings layer for ``--cluster``: a type name or a scheduler address."""
+    if cluster is None:
+        return {}
+    if cluster in ("local", "slurm", "pbs"):
+        return {"cluster": {"type": cluster}}
+    return {"cluster": {"type": "address", "address": cluster}}
+
+
+def plan(
+    path_or_spec: str | os.PathLike[str] | Mapping[str, Any] | Workflow,
+    *,
+    cluster: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> Plan:
+    """Validate a workflow completely and resolve it into a :class:`~workflows.plan.Plan`.
+
+    Nothing is computed or submitted. Raises :class:`~pipeline.errors.ConfigError` naming
+    every bad key.
+    """
+    layer = merge(dict(overrides or {}), cluster_override(cluster))
+    workflow, source = load_workflow(path_or_spec, overrides=layer, environ=environ)
+    return make_plan(workflow, source=source, resume=resume, overwrite=overwrite)
+
+
+def store_status(store: Path) -> str | None:
+    """Return a Zarr store's ``status`` attribute (``complete`` when finished), or ``None``."""
+    meta = store / "zarr.json"
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return None
+    status = attrs.get("status")
+    return str(status) if status is not None else None
+
+
+def _previous_exports(report: Path) -> dict[str, dict[str, Any]]:
+    """Return the exports a previous run report recorded as written, by path."""
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError):
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for scene in data.get("scenes", []):
+        for export in scene.get("outputs", {}).get("exports", []):
+            if export.get("status") == "written":
+                found[str(export.get("path"))] = export
+    return found
+
+
+def _export_up_to_date(path: Path, store: Path, previous: Mapping[str, Any]) -> bool:
+    if not path.exists():
+        return False
+    if str(path) in previous:
+        return True
+    marker = store / "zarr.json"
+    return marker.exists() and path.stat().st_mtime >= marker.stat().st_mtime
+
+
+def _print_plan(plan: Plan, stream: IO[str], *, resume: bool, overwrite: bool) -> None:
+    w = plan.workflow
+    tiling = w.tiling
+    model = plan.model
+    lines = [
+        f"workflow {plan.name}" + (f" ({plan.source})" if plan.source else ""),
+        f"  model    {model.path} ({model.kind}"
+        + (f", alignment {model.alignment}, halo {model.halo}" if model.alignment else "")
+        + ")",
+        f"  tiling   tile {tiling.tile}, patch {tiling.patch or 'whole tile'}, "
+        f"halo {tiling.halo}, batch {tiling.batch}",
+        f"  cluster  {describe(w.cluster)}",
+        f"  mode     {'resume' if resume else 'overwrite' if overwrite else 'fresh'}",
+        f"  report   {plan.report}",
+        f"  scenes   {len(plan.scenes)}",
+    ]
+    for scene in plan.scenes:
+        tiles = scene.tiles(tiling.tile)
+        size = f"{scene.shape[1]}x{scene.shape[0]} px, {tiles} tiles" if scene.shape else "size ?"
+        lines.append(f"    [{scene.index}] {scene.source} ({size})")
+        lines.append(f"        store  {scene.store}")
+        for path, fmt in scene.exports:
+            lines.append(f"        export {path} ({fmt})")
+    stream.write("\n".join(lines) + "\n")
+    if w.cluster.type in ("slurm", "pbs"):
+        stream.write(f"job script ({w.cluster.type}, not submitted):\n")
+        stream.write(job_script(w.cluster, name=plan.name) + "\n")
+
+
+def run(
+    path_or_spec: str | os.PathLike[str] | Mapping[str, Any] | Workflow,
+    *,
+    cluster: str | None = None,
+    resume: bool = False,
+    dry_run: bool = False,
+    overwrite: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    client: Any = None,
+    progress: bool = True,
+    stream: IO[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RunReport:
+    """Run a workflow file (or mapping) on a local or batch cluster.
+
+    Parameters
+    ----------
+    path_or_spec
+        A workflow YAML file, a mapping with its keys, or a :class:`~workflows.spec.Workflow`.
+    cluster
+        ``"local"``, ``"slurm"``, ``"pbs"`` or a scheduler address; overrides ``cluster.type``.
+    resume
+        Continue an interrupted run: skip complete scenes and up-to-date exports, recompute
+        only unfinished tiles.
+    dry_run
+        Validate and print the plan (and the batch job script) without running anything.
+    overwrite
+        Replace existing outputs.
+    overrides
+        The top settings layer, a nested mapping (the CLI's ``--set``).
+    client
+        An existing :class:`distributed.Client` to use instead of starting the cluster.
+    progress
+        Show the progress bar.
+    stream
+        Where the plan and the table are printed (``sys.stdout``).
+    environ
+        Environment for ``GIGASEG_WORKFLOW__*`` settings (``os.environ``).
+
+    Returns
+    -------
+    RunReport
+        Per scene and in total; also written as JSON to ``output.report``.
+
+    Raises
+    ------
+    ConfigError
+        Before any work, for every invalid key, missing input or colliding output.
+    GigasegError, OSError
+        The first scene failure, after the other scenes finished and the report was written.
+    """
+    out = stream or sys.stdout
+    if resume and overwrite:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError("--resume and --overwrite exclude each other; pick one")
+    the_plan = plan(
+        path_or_spec,
+        cluster=cluster,
+        overrides=overrides,
+        resume=resume,
+        overwrite=overwrite,
+        environ=environ,
+    )
+    workflow = the_plan.workflow
+    report = RunReport(
+        workflow=the_plan.name,
+        cluster=(
+            describe(workflow.cluster) if client is None else f"client {client.scheduler.address}"
+        ),
+        model={"path": str(the_plan.model.path), "sha256": the_plan.model.sha256},
+        report_path=str(the_plan.report),
+        source=str(the_plan.source) if the_plan.source else None,
+        dry_run=dry_run,
+        resume=resume,
+        scenes=[SceneReport(input=str(s.source), store=str(s.store)) for s in the_plan.scenes],
+    )
+    if dry_run:
+        _print_plan(the_plan, out, resume=resume, overwrite=overwrite)
+        for scene, record in zip(the_plan.scenes, report.scenes, strict=True):
+            record.status = "planned"
+            record.tiles_total = scene.tiles(workflow.tiling.tile) or 0
+            record.megapixels = scene.megapixels or 0.0
+            record.exports = [ExportRecord(str(p), f, "planned") for p, f in scene.exports]
+        if workflow.cluster.type in ("slurm", "pbs"):
+            report.job_script = job_script(workflow.cluster, name=the_plan.name)
+        return report
+
+    previous = _previous_exports(the_plan.report) if resume else {}
+    started = time.perf_counter()
+    report.started = datetime.now(UTC).isoformat(timespec="seconds")
+    errors: list[BaseException] = []
+    if client is not None:
+        _execute(the_plan, report, client, resume, overwrite, progress, previous, errors)
+    else:
+        with connect(workflow.cluster, name=the_plan.name) as own_client:
+            _execute(the_plan, report, own_client, resume, overwrite, progress, previous, errors)
+    report.seconds = time.perf_counter() - started
+    report.finished = datetime.now(UTC).isoformat(timespec="seconds")
+    report.write()
+    out.write(report.table() + "\n")
+    if errors:
+        raise errors[0]
+    return report
+
+
+def _execute(
+    plan: Plan,
+    report: RunReport,
+    client: Any,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    previous: Mapping[str, Any],
+    errors: list[BaseException],
+) -> None:
+    from workflows.progress import MemoryMonitor, RunProgress
+
+    tile = plan.workflow.tiling.tile
+    bar = RunProgress([(s.tiles(tile), s.megapixels) for s in plan.scenes], enabled=progress)
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with MemoryMonitor(client) as memory:
+
+            def one(pair: tuple[Scene, SceneReport]) -> None:
+                scene, record = pair
+                start = time.perf_counter()
+                try:
+                    _run_scene(plan, scene, record, client, resume, overwrite, bar, previous)
+                except Exception as exc:  # recorded; the other scenes go on
+                    record.status = "failed"
+                    record.error = " ".join(str(exc).split()) or type(exc).__name__
+                    errors.append(exc)
+                finally:
+                    record.seconds = time.perf_counter() - start
+                    record.peak_worker_memory = _max(
+                        record.peak_worker_memory, memory.peak(start, time.perf_counter())
+                    )
+
+            threads = min(plan.workflow.scenes_in_flight, max(len(plan.scenes), 1))
+            with ThreadPoolExecutor(threads, thread_name_prefix="gigaseg-scene") as pool:
+                list(pool.map(one, zip(plan.scenes, report.scenes, strict=True)))
+    finally:
+        bar.close()
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    values = [v for v in (a, b) if v is not None]
+    return max(values) if values else None
+
+
+def _run_scene(
+    plan: Plan,
+    scene: Scene,
+    record: SceneReport,
+    client: Any,
+    resume: bool,
+    overwrite: bool,
+    bar: Any,
+    previous: Mapping[str, Any],
+) -> None:
+    import pipeline
+
+    w = plan.workflow
+    record.megapixels = scene.megapixels or 0.0
+    if resume and store_status(scene.store) == "complete":
+        record.status = "skipped (complete)"
+        planned = scene.tiles(w.tiling.tile) or 0
+        record.tiles_total = planned
+        record.tiles_skipped = planned
+        bar.finish_scene(scene.index)
+    else:
+        predict = cast("Callable[..., Any]", pipeline.predict)
+        predicted = predict(
+            str(scene.source),
+            str(plan.model.path),
+            str(scene.store),
+            tile=w.tiling.tile,
+            patch=w.tiling.patch,
+            halo=w.tiling.halo,
+            batch=w.tiling.batch,
+            device=w.inference.device,
+            precision=w.inference.precision,
+            bands=list(scene.bands) if scene.bands is not None else None,
+            level=scene.level,
+            mpp=scene.mpp,
+            probabilities=w.inference.probabilities,
+            threshold=w.inference.threshold,
+            client=client,
+            resume=resume,
+            overwrite=overwrite,
+            progress=False,
+            on_tile=bar.callback(scene.index),
+        )
+        data = _as_dict(predicted)
+        record.predict = data
+        record.stages.update(stage_seconds(data, ("read", "infer", "write")))
+        computed, skipped, total = tile_counts(data)
+        record.tiles_computed, record.tiles_skipped, record.tiles_total = computed, skipped, total
+        mpx = data.get("megapixels")
+        if isinstance(mpx, int | float) and mpx > 0:
+            record.megapixels = float(mpx)
+        peak = data.get("peak_worker_memory") or data.get("peak_memory")
+        if isinstance(peak, int | float):
+            record.peak_worker_memory = int(peak)
+        record.status = "complete"
+    v = w.vectorize
+    for path, fmt in scene.exports:
+        entry = ExportRecord(path=str(path), format=fmt)
+        record.exports.append(entry)
+        if resume and _export_up_to_date(path, scene.store, previous):
+            entry.status = "skipped (up to date)"
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        vectorize = cast("Callable[..., Any]", pipeline.vectorize)
+        vectorized = vectorize(
+            str(scene.store),
+            str(path),
+            format=fmt,
+            classes=v.classes,
+            threshold=v.threshold,
+            min_area=v.min_area,
+            fill_holes=v.fill_holes,
+            simplify=v.simplify,
+            regularize=v.regularize,
+            centerlines=v.centerlines,
+            connectivity=v.connectivity,
+            chunk=v.chunk,
+            client=client,
+            overwrite=overwrite or resume,
+            progress=False,
+        )
+        entry.seconds = time.perf_counter() - start
+        entry.report = _as_dict(vectorized)
+        entry.status = "written"
+        seconds = stage_seconds(entry.report, ("vectorize", "export"))
+        if not any(seconds.values()):
+            seconds["vectorize"] = entry.seconds
+        for stage, value in seconds.items():
+            record.stages[stage] += value
+
+
+def _as_dict(report: Any) -> dict[str, Any]:
+    if report is None:
+        return {}
+    to_dict: Callable[[], Any] | None = getattr(report, "to_dict", None)
+    if to_dict is not None:
+        return dict(to_dict())
+    if isinstance(report, Mapping):
+        return dict(report)
+    return {"value": repr(report)}
