@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,15 @@ __all__ = ["GeoTiffSource", "open_dataset"]
 def open_dataset(path: str) -> Any:
     """Open ``path`` with rasterio, turning failures into one-line :class:`InputError`."""
     import rasterio
-    from rasterio.errors import RasterioIOError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
     if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
         raise InputError(f"{path} does not exist; check the path")
     try:
-        return rasterio.open(path)
+        with warnings.catch_warnings():
+            # A plain (non-geo) TIFF is fine: it is processed in pixel coordinates.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
     except RasterioIOError as exc:
         reason = " ".join(str(exc).split())
         raise InputError(f"{path} is not a readable raster image ({reason})") from None
@@ -59,9 +63,12 @@ class GeoTiffSource(Source):
             "transform": list(dataset.transform.to_gdal()),
             "nodata": dataset.nodata,
         }
-        # Fail here, on the client, for a file whose pixels cannot be decoded.
+        # Fail here, on the client, for a file whose first or last block cannot be decoded
+        # (truncated or garbled files); deeper damage surfaces in the task that reads it.
         try:
+            last = ((dataset.height - 1, dataset.height), (dataset.width - 1, dataset.width))
             dataset.read(self.bands[0], window=((0, 1), (0, 1)))
+            dataset.read(self.bands[0], window=last)
         except Exception as exc:
             reason = " ".join(str(exc).split())
             raise InputError(f"{self.path} is a corrupt or unreadable raster ({reason})") from None
