@@ -49,7 +49,6 @@ def _band_subset(tmp_path):
 @pytest.mark.parametrize("window", WINDOWS)
 def test_boundless_read_is_the_reflect_pad(tmp_path, factory, window):
     source, image = factory(tmp_path)
-    rows, cols = source.shape
     padded = reflect_pad(image, (200, 200), (200, 200))
     expected = padded[
         :,

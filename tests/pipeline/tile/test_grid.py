@@ -47,7 +47,10 @@ def test_windows_keep_the_reference_alignment(padding):
             assert patch.window.col_off % 4 == (-20) % 4
             assert patch.window.height == sizes.at_least(patch.core.height + 40)
             rows, cols = patch.output_slices()
-            assert rows.stop - rows.start == patch.core.height
+            assert (rows.stop - rows.start, cols.stop - cols.start) == (
+                patch.core.height,
+                patch.core.width,
+            )
             # the read box contains every patch window
             assert plan.read.row_off <= patch.window.row_off
             assert patch.window.row_stop <= plan.read.row_stop
