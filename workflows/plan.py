@@ -304,10 +304,10 @@ def _check_model(workflow: Workflow, base: Path, problems: list[str]) -> ModelIn
             size = getattr(workflow.tiling, key)
             if size is not None and size % model.alignment:
                 lower = size // model.alignment * model.alignment
-                hint = f"use {lower + model.alignment}" + (f" or {lower}" if lower else "")
+                hint = (f"{lower} or " if lower else "") + f"{lower + model.alignment}"
                 problems.append(
-                    f"tiling.{key}: must be a multiple of {model.alignment} (the model's "
-                    f"alignment), got {size}; {hint}"
+                    f"tiling.{key}: must be a multiple of {model.alignment}, got {size} "
+                    f"({model.alignment} is the model's alignment, 2**depth; use {hint})"
                 )
     return model
 

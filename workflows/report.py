@@ -64,18 +64,18 @@ class SceneReport:
     stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     tiles_computed: int = 0
     tiles_skipped: int = 0
+    tiles_resumed: int = 0
     tiles_total: int = 0
     megapixels: float = 0.0
+    megapixels_computed: float = 0.0
     peak_worker_memory: int | None = None
     exports: list[ExportRecord] = field(default_factory=list)
     predict: dict[str, Any] | None = None
 
     @property
     def mpx_per_s(self) -> float:
-        """Megapixels per second of this scene's wall time (0 when nothing was computed)."""
-        share = self.tiles_computed / self.tiles_total if self.tiles_total else 1
-        computed = self.megapixels * share
-        return computed / self.seconds if self.seconds > 0 and self.tiles_computed else 0.0
+        """Megapixels computed per second of this scene's wall time."""
+        return self.megapixels_computed / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -88,9 +88,11 @@ class SceneReport:
             "tiles": {
                 "computed": self.tiles_computed,
                 "skipped": self.tiles_skipped,
+                "resumed": self.tiles_resumed,
                 "total": self.tiles_total,
             },
             "megapixels": round(self.megapixels, 6),
+            "megapixels_computed": round(self.megapixels_computed, 6),
             "mpx_per_s": round(self.mpx_per_s, 4),
             "peak_worker_memory": self.peak_worker_memory,
             "outputs": {"store": self.store, "exports": [e.to_dict() for e in self.exports]},
@@ -123,10 +125,7 @@ class RunReport:
     def total(self) -> dict[str, Any]:
         """Totals over scenes: summed stage times and tiles, overall Mpx/s, peak memory."""
         stages = {k: sum(s.stages.get(k, 0.0) for s in self.scenes) for k in STAGES}
-        computed_mpx = sum(
-            s.megapixels * (s.tiles_computed / s.tiles_total if s.tiles_total else 0)
-            for s in self.scenes
-        )
+        computed_mpx = sum(s.megapixels_computed for s in self.scenes)
         peaks = [s.peak_worker_memory for s in self.scenes if s.peak_worker_memory is not None]
         return {
             "scenes": len(self.scenes),
@@ -136,9 +135,11 @@ class RunReport:
             "tiles": {
                 "computed": sum(s.tiles_computed for s in self.scenes),
                 "skipped": sum(s.tiles_skipped for s in self.scenes),
+                "resumed": sum(s.tiles_resumed for s in self.scenes),
                 "total": sum(s.tiles_total for s in self.scenes),
             },
             "megapixels": round(sum(s.megapixels for s in self.scenes), 6),
+            "megapixels_computed": round(computed_mpx, 6),
             "mpx_per_s": round(computed_mpx / self.seconds, 4) if self.seconds > 0 else 0.0,
             "peak_worker_memory": max(peaks) if peaks else None,
         }
@@ -173,7 +174,8 @@ class RunReport:
 
     def table(self) -> str:
         """Format a short table: one row per scene and a total row, then the outputs."""
-        header = ["scene", "status", "tiles", "skip", *STAGES, "Mpx", "Mpx/s", "peak mem"]
+        header = ["scene", "status", "tiles", "empty", "resumed", *STAGES, "Mpx", "Mpx/s"]
+        header.append("peak mem")
         rows: list[list[str]] = []
         for s in self.scenes:
             rows.append(
@@ -182,6 +184,7 @@ class RunReport:
                     s.status,
                     f"{s.tiles_computed}/{s.tiles_total}",
                     str(s.tiles_skipped),
+                    str(s.tiles_resumed),
                     *(_secs(s.stages.get(k, 0.0)) for k in STAGES),
                     f"{s.megapixels:.2f}",
                     f"{s.mpx_per_s:.2f}",
@@ -195,6 +198,7 @@ class RunReport:
                 f"{t['scenes'] - t['failed']}/{t['scenes']} ok",
                 f"{t['tiles']['computed']}/{t['tiles']['total']}",
                 str(t["tiles"]["skipped"]),
+                str(t["tiles"]["resumed"]),
                 *(_secs(t["stages"][k]) for k in STAGES),
                 f"{t['megapixels']:.2f}",
                 f"{t['mpx_per_s']:.2f}",
@@ -279,20 +283,27 @@ def stage_seconds(report: Mapping[str, Any], stages: Sequence[str]) -> dict[str,
     return found
 
 
-def tile_counts(report: Mapping[str, Any]) -> tuple[int, int, int]:
-    """Return ``(computed, skipped, total)`` tiles from a predict report, whatever its nesting.
+def tile_counts(report: Mapping[str, Any]) -> tuple[int, int, int, int]:
+    """Return ``(computed, skipped, resumed, total)`` tiles from a predict report.
 
-    >>> tile_counts({"tiles": {"computed": 3, "skipped": 1, "total": 4}})
-    (3, 1, 4)
+    ``skipped`` counts tiles without data, ``resumed`` tiles a previous run finished.
+
+    >>> tile_counts({"tiles_computed": 3, "tiles_skipped": 1, "tiles_total": 5,
+    ...              "tiles_already_done": 1})
+    (3, 1, 1, 5)
     """
     tiles = report.get("tiles")
     if isinstance(tiles, Mapping):
-        computed, skipped, total = (tiles.get(k) for k in ("computed", "skipped", "total"))
+        computed, skipped, resumed, total = (
+            tiles.get(k) for k in ("computed", "skipped", "resumed", "total")
+        )
     else:
         computed = _find(report, "tiles_computed", "computed")
         skipped = _find(report, "tiles_skipped", "skipped")
+        resumed = _find(report, "tiles_already_done", "tiles_resumed")
         total = _find(report, "tiles_total", "total_tiles")
     computed = int(computed or 0)
     skipped = int(skipped or 0)
-    total = int(total) if isinstance(total, int | float) else computed + skipped
-    return computed, skipped, total
+    resumed = int(resumed or 0)
+    total = int(total) if isinstance(total, int | float) else computed + skipped + resumed
+    return computed, skipped, resumed, total

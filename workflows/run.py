@@ -30,7 +30,7 @@ from workflows.plan import Plan, Scene, make_plan
 from workflows.report import ExportRecord, RunReport, SceneReport, stage_seconds, tile_counts
 from workflows.spec import Workflow, load_workflow, merge
 
-__all__ = ["cluster_override", "plan", "run", "store_status"]
+__all__ = ["cluster_override", "plan", "run", "store_attributes", "store_status"]
 
 
 def cluster_override(cluster: str | None) -> dict[str, Any]:
@@ -61,15 +61,36 @@ def plan(
     return make_plan(workflow, source=source, resume=resume, overwrite=overwrite)
 
 
+def store_attributes(store: Path) -> dict[str, Any]:
+    """Return a Zarr group's attributes read from its ``zarr.json`` (empty when absent)."""
+    try:
+        attrs = json.loads((store / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return dict(attrs) if isinstance(attrs, dict) else {}
+
+
 def store_status(store: Path) -> str | None:
     """Return a Zarr store's ``status`` attribute (``complete`` when finished), or ``None``."""
-    meta = store / "zarr.json"
-    try:
-        attrs = json.loads(meta.read_text()).get("attributes", {})
-    except (OSError, ValueError):
-        return None
-    status = attrs.get("status")
+    status = store_attributes(store).get("status")
     return str(status) if status is not None else None
+
+
+def _finished(store: Path, plan: Plan) -> dict[str, Any] | None:
+    """Return the attributes of a store this plan already finished, else ``None``.
+
+    A complete store made with another model or tile size is not finished for this plan;
+    predict's own resume checks then decide what happens to it.
+    """
+    attrs = store_attributes(store)
+    if attrs.get("status") != "complete":
+        return None
+    model = attrs.get("model") or {}
+    if plan.model.sha256 and model.get("sha256") not in (None, plan.model.sha256):
+        return None
+    if attrs.get("tile") not in (None, plan.workflow.tiling.tile):
+        return None
+    return attrs
 
 
 def _previous_exports(report: Path) -> dict[str, dict[str, Any]]:
@@ -81,7 +102,7 @@ def _previous_exports(report: Path) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for scene in data.get("scenes", []):
         for export in scene.get("outputs", {}).get("exports", []):
-            if export.get("status") == "written":
+            if export.get("status") in ("written", "skipped (up to date)"):
                 found[str(export.get("path"))] = export
     return found
 
@@ -216,7 +237,7 @@ def run(
     started = time.perf_counter()
     report.started = datetime.now(UTC).isoformat(timespec="seconds")
     errors: list[BaseException] = []
-    if client is not None:
+    if client is not None or (resume and _nothing_to_do(the_plan, previous)):
         _execute(the_plan, report, client, resume, overwrite, progress, previous, errors)
     else:
         with connect(workflow.cluster, name=the_plan.name) as own_client:
@@ -228,6 +249,15 @@ def run(
     if errors:
         raise errors[0]
     return report
+
+
+def _nothing_to_do(plan: Plan, previous: Mapping[str, Any]) -> bool:
+    """Whether a resumed run has every store finished and every export up to date."""
+    return all(
+        _finished(scene.store, plan) is not None
+        and all(_export_up_to_date(path, scene.store, previous) for path, _ in scene.exports)
+        for scene in plan.scenes
+    )
 
 
 def _execute(
@@ -246,7 +276,7 @@ def _execute(
     bar = RunProgress([(s.tiles(tile), s.megapixels) for s in plan.scenes], enabled=progress)
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with MemoryMonitor(client) as memory:
+        with MemoryMonitor(client) if client is not None else _NoMonitor() as memory:
 
             def one(pair: tuple[Scene, SceneReport]) -> None:
                 scene, record = pair
@@ -270,6 +300,19 @@ def _execute(
         bar.close()
 
 
+class _NoMonitor:
+    """Stands in for :class:`~workflows.progress.MemoryMonitor` when no cluster runs."""
+
+    def __enter__(self) -> _NoMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def peak(self, start: float | None = None, stop: float | None = None) -> int | None:
+        return None
+
+
 def _max(a: int | None, b: int | None) -> int | None:
     values = [v for v in (a, b) if v is not None]
     return max(values) if values else None
@@ -289,11 +332,13 @@ def _run_scene(
 
     w = plan.workflow
     record.megapixels = scene.megapixels or 0.0
-    if resume and store_status(scene.store) == "complete":
+    finished = _finished(scene.store, plan) if resume else None
+    if finished is not None:
         record.status = "skipped (complete)"
-        planned = scene.tiles(w.tiling.tile) or 0
-        record.tiles_total = planned
-        record.tiles_skipped = planned
+        before = finished.get("report") or {}
+        record.tiles_total = int(before.get("tiles_total") or scene.tiles(w.tiling.tile) or 0)
+        record.tiles_skipped = int(before.get("tiles_skipped") or 0)
+        record.tiles_resumed = record.tiles_total - record.tiles_skipped
         bar.finish_scene(scene.index)
     else:
         predict = cast("Callable[..., Any]", pipeline.predict)
@@ -321,11 +366,12 @@ def _run_scene(
         data = _as_dict(predicted)
         record.predict = data
         record.stages.update(stage_seconds(data, ("read", "infer", "write")))
-        computed, skipped, total = tile_counts(data)
-        record.tiles_computed, record.tiles_skipped, record.tiles_total = computed, skipped, total
+        counts = tile_counts(data)
+        record.tiles_computed, record.tiles_skipped, record.tiles_resumed = counts[:3]
+        record.tiles_total = counts[3]
         mpx = data.get("megapixels")
-        if isinstance(mpx, int | float) and mpx > 0:
-            record.megapixels = float(mpx)
+        if isinstance(mpx, int | float):
+            record.megapixels_computed = float(mpx)
         peak = data.get("peak_worker_memory") or data.get("peak_memory")
         if isinstance(peak, int | float):
             record.peak_worker_memory = int(peak)

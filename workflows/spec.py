@@ -632,8 +632,15 @@ def parse_workflow(data: Mapping[str, Any], *, source: str = "workflow") -> Work
         workflow = Workflow.model_validate(dict(data))
     except ValidationError as exc:
         problems.extend(_located_errors(exc))
-    if workflow is not None:
-        problems.extend(f"{format_key(loc)}: {msg}" for loc, msg in workflow.cluster.missing())
+    cluster: Cluster | None = workflow.cluster if workflow is not None else None
+    if cluster is None and isinstance(data.get("cluster"), Mapping):
+        # Other sections failed; still check the cluster so every problem shows at once.
+        try:
+            cluster = Cluster.model_validate(dict(data["cluster"]))
+        except ValidationError:
+            cluster = None  # its own errors are already listed
+    if cluster is not None:
+        problems.extend(f"{format_key(loc)}: {msg}" for loc, msg in cluster.missing())
     if problems:
         raise_problems(source, problems)
     assert workflow is not None  # for mypy: problems is non-empty otherwise

@@ -1,0 +1,122 @@
+"""Fixtures for workflow tests: a random-weight tiny U-Net, tiny GeoTIFFs, workflow files.
+
+Nothing is trained: a random U-Net gives deterministic, non-trivial outputs, which is all a
+test of orchestration needs. The ``slurm`` marker skips cleanly where ``sinfo`` is absent or
+no SLURM controller answers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data"
+
+
+def slurm_available() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        result = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    states = result.stdout.split()
+    return result.returncode == 0 and any(s in ("idle", "mix", "alloc") for s in states)
+
+
+@pytest.fixture(autouse=True)
+def _skip_without_slurm(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("slurm") and not slurm_available():
+        pytest.skip("needs a running SLURM (sinfo absent or no idle node); see .ci/slurm-up.sh")
+
+
+def save_tiny_model(
+    path: Path, *, in_channels: int = 3, depth: int = 2, base: int = 4, seed: int = 0
+) -> Path:
+    import torch
+
+    import unet
+
+    torch.manual_seed(seed)
+    model = unet.UNet(in_channels=in_channels, classes=1, base=base, depth=depth, norm="none")
+    unet.save(
+        model,
+        path,
+        classes=["building"],
+        bands=list(range(1, in_channels + 1)),
+        mean=[100.0] * in_channels,
+        std=[50.0] * in_channels,
+        pixel_size=0.5,
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight 3-band U-Net (base 4, depth 2: alignment 4)."""
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def deep_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight 3-band U-Net of depth 4 (alignment 16)."""
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "deep.safetensors", depth=4)
+
+
+def write_geotiff(
+    path: Path, *, height: int = 64, width: int = 80, bands: int = 3, seed: int = 1
+) -> Path:
+    """A small georeferenced uint8 GeoTIFF with smooth structure (UTM 16N, 0.5 m pixels)."""
+    import rasterio
+    from affine import Affine
+
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:height, 0:width]
+    base = (np.sin(rows / 7.0) + np.cos(cols / 5.0)) * 60 + 128
+    data = np.stack(
+        [np.clip(base + rng.normal(0, 20, base.shape), 0, 255) for _ in range(bands)]
+    ).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=height,
+        width=width,
+        count=bands,
+        dtype="uint8",
+        crs="EPSG:32616",
+        transform=Affine(0.5, 0.0, 733601.0, 0.0, -0.5, 3725139.0),
+    ) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.fixture
+def geotiff_factory(tmp_path: Path) -> Callable[..., Path]:
+    def make(name: str = "scene.tif", **kwargs: Any) -> Path:
+        return write_geotiff(tmp_path / "data" / name, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def write_workflow(tmp_path: Path) -> Callable[..., Path]:
+    """Write a workflow mapping as YAML into tmp_path and return its path."""
+
+    def write(data: dict[str, Any], name: str = "workflow.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
