@@ -1,1 +1,40 @@
-"""Stage 6: export."""
+"""Stage 6: export features to GeoJSON, GeoJSONSeq, GeoParquet, GeoPackage, FlatGeobuf, QuPath.
+
+Every writer streams batches to a temporary sibling of the output and renames it when
+complete (:mod:`pipeline.export.atomic`).
+"""
+
+from __future__ import annotations
+
+from pipeline.export.atomic import check_output, commit, temporary_path
+from pipeline.export.base import FeatureWriter, FileWriter
+from pipeline.export.features import FeatureBatch, Field, Schema, class_color
+from pipeline.export.geojson import GeoJSONSeqWriter, GeoJSONWriter, feature_texts
+from pipeline.export.geoparquet import GeoParquetWriter
+from pipeline.export.ogr import FlatGeobufWriter, GeoPackageWriter, OGRWriter
+from pipeline.export.qupath import OBJECT_TYPES, QuPathWriter
+from pipeline.export.writers import WRITERS, open_writer, target_of
+
+__all__ = [
+    "OBJECT_TYPES",
+    "WRITERS",
+    "FeatureBatch",
+    "FeatureWriter",
+    "Field",
+    "FileWriter",
+    "FlatGeobufWriter",
+    "GeoJSONSeqWriter",
+    "GeoJSONWriter",
+    "GeoPackageWriter",
+    "GeoParquetWriter",
+    "OGRWriter",
+    "QuPathWriter",
+    "Schema",
+    "check_output",
+    "class_color",
+    "commit",
+    "feature_texts",
+    "open_writer",
+    "target_of",
+    "temporary_path",
+]

@@ -1,1 +1,54 @@
-"""Stage 5: vectorize."""
+"""Stage 5: vectorize a label raster into exact polygons, merged across chunk borders.
+
+``vectorize(input, out, ...)`` traces each chunk on a Dask worker
+(:mod:`~pipeline.vectorize.polygons`), joins pieces across seams
+(:mod:`~pipeline.vectorize.seams`), cleans them in metres (:mod:`~pipeline.vectorize.cleanup`,
+:mod:`~pipeline.vectorize.regularize`), draws road centre-lines
+(:mod:`~pipeline.vectorize.centerlines`) and streams features to :mod:`pipeline.export`.
+"""
+
+from __future__ import annotations
+
+from pipeline.vectorize.centerlines import join_segments, prune_spurs, skeleton_segments
+from pipeline.vectorize.cleanup import fill_holes, polygonal_part, simplify_valid
+from pipeline.vectorize.georef import Frame, local_equal_area_crs
+from pipeline.vectorize.polygons import ChunkTrace, make_valid_polygonal, stable_ids, trace_chunk
+from pipeline.vectorize.regularize import dominant_angle, iou, regularize_building
+from pipeline.vectorize.run import VectorizeReport, plan_chunks, vectorize
+from pipeline.vectorize.seams import MergedPieces, merge_border_pieces
+from pipeline.vectorize.settings import FORMATS, VectorizeSettings, parse_format
+from pipeline.vectorize.source import LabelSource, open_labels, resolve_classes
+from pipeline.vectorize.tasks import Job, finish_lines, finish_polygons, trace_task
+
+__all__ = [
+    "FORMATS",
+    "ChunkTrace",
+    "Frame",
+    "Job",
+    "LabelSource",
+    "MergedPieces",
+    "VectorizeReport",
+    "VectorizeSettings",
+    "dominant_angle",
+    "fill_holes",
+    "finish_lines",
+    "finish_polygons",
+    "iou",
+    "join_segments",
+    "local_equal_area_crs",
+    "make_valid_polygonal",
+    "merge_border_pieces",
+    "open_labels",
+    "parse_format",
+    "plan_chunks",
+    "polygonal_part",
+    "prune_spurs",
+    "regularize_building",
+    "resolve_classes",
+    "simplify_valid",
+    "skeleton_segments",
+    "stable_ids",
+    "trace_chunk",
+    "trace_task",
+    "vectorize",
+]

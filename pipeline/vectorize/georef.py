@@ -1,0 +1,213 @@
+"""Coordinate frames of a label raster: pixels, map, a metric working frame, and outputs.
+
+Tracing happens in global pixel coordinates (integer pixel corners, so seams compare exactly).
+Clean-up (areas, hole filling, simplification, regularisation) happens in a *working frame*
+whose unit is a real length: the map CRS itself when it is projected, a local Lambert
+azimuthal equal-area CRS centred on the raster when the CRS is geographic (so m² are exact
+whatever the latitude), micrometres for slides. Outputs are EPSG:4326 (GeoJSON), the source
+CRS (GeoParquet, GeoPackage, FlatGeobuf) or level-0 pixels (QuPath).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import shapely
+
+if TYPE_CHECKING:
+    from pyproj import CRS, Transformer
+    from shapely.geometry.base import BaseGeometry
+
+__all__ = ["Frame", "Target", "local_equal_area_crs"]
+
+#: Output coordinate frames: lon/lat, the source CRS, or level-0 pixels.
+Target = Literal["wgs84", "source", "pixel"]
+
+WGS84_WKT = "EPSG:4326"
+
+
+@functools.lru_cache(maxsize=32)
+def _crs(text: str) -> CRS:
+    from pyproj import CRS
+
+    return CRS.from_user_input(text)
+
+
+@functools.lru_cache(maxsize=32)
+def _transformer(src: str, dst: str) -> Transformer:
+    from pyproj import Transformer
+
+    return Transformer.from_crs(_crs(src), _crs(dst), always_xy=True)
+
+
+def local_equal_area_crs(crs_text: str, lon: float, lat: float) -> str:
+    """Return the WKT of a Lambert azimuthal equal-area CRS centred on ``(lon, lat)``.
+
+    It keeps the datum of ``crs_text``; areas in it are exact, and lengths and angles are
+    near-true within a few hundred kilometres of the centre, which covers one scene.
+    """
+    from pyproj.crs import ProjectedCRS
+    from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
+
+    geodetic = _crs(crs_text).geodetic_crs
+    conversion = LambertAzimuthalEqualAreaConversion(
+        latitude_natural_origin=lat, longitude_natural_origin=lon
+    )
+    return str(ProjectedCRS(conversion=conversion, geodetic_crs=geodetic).to_wkt())
+
+
+def _affine(geom: BaseGeometry, gdal: tuple[float, ...]) -> BaseGeometry:
+    c, a, b, f, d, e = gdal
+    matrix = np.array([[a, d], [b, e]])
+    offset = np.array([c, f])
+    return shapely.transform(geom, lambda xy: xy @ matrix + offset)
+
+
+def _reproject(geom: BaseGeometry, src: str, dst: str) -> BaseGeometry:
+    if src == dst:
+        return geom
+    tr = _transformer(src, dst)
+
+    def apply(xy: np.ndarray) -> np.ndarray:
+        x, y = tr.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+    return shapely.transform(geom, apply)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """How a label raster's pixels map to the world.
+
+    Attributes
+    ----------
+    kind
+        ``"geo"`` (CRS + affine), ``"slide"`` (microns per pixel) or ``"pixel"`` (neither).
+    transform
+        Pixel -> map affine in GDAL order ``(c, a, b, f, d, e)``; for slides and plain pixel
+        rasters, pixel -> level-0 pixel (a scale by the pyramid downsample).
+    crs
+        WKT of the map CRS (``kind == "geo"`` only).
+    work_crs
+        WKT of the metric working CRS; equals ``crs`` when that is projected.
+    metres_per_unit
+        Length of one working unit in metres (slides: micrometres per unit, i.e. mpp of
+        level 0 times 1; pixels: 1).
+    mpp
+        Micrometres per level-0 pixel for slides.
+    """
+
+    kind: Literal["geo", "slide", "pixel"]
+    transform: tuple[float, float, float, float, float, float] = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    crs: str | None = None
+    work_crs: str | None = None
+    metres_per_unit: float = 1.0
+    mpp: float | None = None
+
+    @classmethod
+    def from_georef(
+        cls,
+        shape: tuple[int, int],
+        *,
+        crs: str | None = None,
+        transform: tuple[float, ...] | None = None,
+        mpp: float | None = None,
+        downsample: float = 1.0,
+    ) -> Frame:
+        """Build the frame from what a raster or store says about itself.
+
+        Parameters
+        ----------
+        shape
+            ``(height, width)`` of the label raster.
+        crs, transform
+            Map CRS (any pyproj input, WKT for stores) and the GDAL-order affine.
+        mpp
+            Micrometres per pixel of the label raster (slides).
+        downsample
+            Label pixel size over level-0 pixel size (slides read at a pyramid level).
+        """
+        if crs:
+            gt = tuple(float(v) for v in (transform or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)))
+            src = _crs(crs)
+            wkt = src.to_wkt()
+            if src.is_geographic:
+                height, width = shape
+                c, a, b, f, d, e = gt
+                lon = c + a * width / 2 + b * height / 2
+                lat = f + d * width / 2 + e * height / 2
+                return cls("geo", gt, wkt, local_equal_area_crs(wkt, lon, lat), 1.0)  # type: ignore[arg-type]
+            factor = float(src.axis_info[0].unit_conversion_factor or 1.0)
+            return cls("geo", gt, wkt, wkt, factor)  # type: ignore[arg-type]
+        scale = float(downsample)
+        gt = (0.0, scale, 0.0, 0.0, 0.0, scale)
+        if mpp:
+            level0 = float(mpp) / scale
+            return cls("slide", gt, None, None, 1.0, level0)
+        return cls("pixel", gt, None, None, 1.0, None)
+
+    @property
+    def area_field(self) -> str:
+        """Name of the area property: ``area_m2``, ``area_um2`` or ``area_px``."""
+        return {"geo": "area_m2", "slide": "area_um2", "pixel": "area_px"}[self.kind]
+
+    @property
+    def length_field(self) -> str:
+        """Name of the length property: ``length_m``, ``length_um`` or ``length_px``."""
+        return {"geo": "length_m", "slide": "length_um", "pixel": "length_px"}[self.kind]
+
+    def to_map(self, geom: BaseGeometry) -> BaseGeometry:
+        """Pixel -> map coordinates (level-0 pixels for slides)."""
+        return _affine(geom, self.transform)
+
+    def to_work(self, geom_map: BaseGeometry) -> BaseGeometry:
+        """Map -> metric working frame."""
+        if self.kind == "slide":
+            return shapely.transform(geom_map, lambda xy: xy * self.mpp)
+        if self.kind == "geo" and self.work_crs != self.crs:
+            return _reproject(geom_map, str(self.crs), str(self.work_crs))
+        return geom_map
+
+    def from_work(self, geom_work: BaseGeometry) -> BaseGeometry:
+        """Metric working frame -> map."""
+        if self.kind == "slide":
+            return shapely.transform(geom_work, lambda xy: xy / self.mpp)
+        if self.kind == "geo" and self.work_crs != self.crs:
+            return _reproject(geom_work, str(self.work_crs), str(self.crs))
+        return geom_work
+
+    def area(self, geom_work: BaseGeometry) -> float:
+        """Area in m² (geo), µm² (slides) or pixels of a working-frame geometry."""
+        return float(shapely.area(geom_work)) * self.metres_per_unit**2
+
+    def length(self, geom_work: BaseGeometry) -> float:
+        """Length in m (geo), µm (slides) or pixels of a working-frame geometry."""
+        return float(shapely.length(geom_work)) * self.metres_per_unit
+
+    def to_target(self, geom_map: BaseGeometry, target: Target) -> BaseGeometry:
+        """Map -> an output frame; without a CRS every target is level-0 pixels."""
+        if self.kind != "geo" or target == "source":
+            return geom_map
+        if target == "wgs84":
+            return _reproject(geom_map, str(self.crs), WGS84_WKT)
+        # level-0 pixels of a georeferenced raster: undo the affine
+        c, a, b, f, d, e = self.transform
+        det = a * e - b * d
+        inv = (
+            (b * f - c * e) / det,
+            e / det,
+            -b / det,
+            (c * d - a * f) / det,
+            -d / det,
+            a / det,
+        )
+        return _affine(geom_map, inv)
+
+    def target_crs(self, target: Target) -> str | None:
+        """WKT/identifier of an output frame's CRS, ``None`` for pixel frames."""
+        if self.kind != "geo" or target == "pixel":
+            return None
+        return WGS84_WKT if target == "wgs84" else self.crs

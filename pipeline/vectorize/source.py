@@ -1,0 +1,357 @@
+"""Open what vectorize reads: a gigaseg store, or any single-band label/probability raster.
+
+This is the stage's only module that opens input files. A :class:`LabelSource` is small and
+picklable (a path plus what was learnt from the header), so each Dask task re-opens the file
+and reads just its window: no pixels pass through the scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.vectorize.georef import Frame
+
+__all__ = ["LabelSource", "open_labels", "resolve_classes"]
+
+_BACKGROUND_NAMES = {"background", "bg", "none", "_background_", "void"}
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """A label raster to vectorize, and how to read windows of it.
+
+    Attributes
+    ----------
+    path
+        File or store path (``None`` for an in-memory array).
+    kind
+        ``"store"`` (gigaseg Zarr group), ``"zarr"`` (one Zarr array), ``"geotiff"`` (any
+        raster GDAL reads) or ``"array"`` (a NumPy array).
+    shape
+        ``(height, width)``.
+    dtype
+        dtype of the raster that is read (labels, or probabilities when ``threshold`` is set).
+    frame
+        Georeference (see :class:`~pipeline.vectorize.georef.Frame`).
+    names
+        Class id -> name.
+    threshold
+        When set, the raster holds probabilities and ``label = 1 where p >= threshold``.
+    prob_channels
+        Number of channels of the store's ``probabilities`` array (0 when there is none);
+        for a thresholded probability raster, 1 (the raster itself).
+    block
+        Natural chunk (or block) shape of the raster, to align the vectorize chunks with.
+    array
+        The in-memory array for ``kind == "array"``.
+    """
+
+    path: str | None
+    kind: Literal["store", "zarr", "geotiff", "array"]
+    shape: tuple[int, int]
+    dtype: str
+    frame: Frame
+    names: dict[int, str]
+    threshold: float | None = None
+    prob_channels: int = 0
+    block: tuple[int, int] = (512, 512)
+    nodata: float | None = None
+    array: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def has_probabilities(self) -> bool:
+        """Whether mean probabilities can be reported."""
+        return self.prob_channels > 0
+
+    def channel(self, class_id: int) -> int:
+        """Probability channel of a class id (sigmoid: 0; softmax with background: the id)."""
+        if self.prob_channels <= 1:
+            return 0
+        return class_id if class_id < self.prob_channels else class_id - 1
+
+    def read(
+        self, rows: tuple[int, int], cols: tuple[int, int], *, probabilities: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Read labels (and optionally all probability channels, as float32 in [0, 1]).
+
+        Parameters
+        ----------
+        rows, cols
+            Half-open row and column ranges inside the raster.
+        probabilities
+            Also return the ``(channels, h, w)`` probabilities.
+        """
+        (r0, r1), (c0, c1) = rows, cols
+        raw: np.ndarray
+        probs: np.ndarray | None = None
+        if self.kind == "array":
+            if self.array is None:  # pragma: no cover - built by open_labels
+                raise InputError("in-memory label source lost its array")
+            raw = np.asarray(self.array[r0:r1, c0:c1])
+        elif self.kind == "geotiff":
+            import rasterio
+            from rasterio.windows import Window
+
+            with rasterio.open(str(self.path)) as ds:
+                raw = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+        else:
+            import zarr
+
+            node = zarr.open(str(self.path), mode="r")
+            if self.kind == "zarr":
+                arr = node
+                raw = np.asarray(arr[..., r0:r1, c0:c1]).reshape(r1 - r0, c1 - c0)
+            else:
+                name = "probabilities" if self.threshold is not None else "labels"
+                arr = node[name]  # type: ignore[index]
+                raw = np.asarray(arr[..., r0:r1, c0:c1])
+                if raw.ndim == 3:
+                    raw = raw[0]
+                if probabilities and self.prob_channels and self.threshold is None:
+                    probs = _unit(np.asarray(node["probabilities"][:, r0:r1, c0:c1]))  # type: ignore[index]
+        if self.nodata is not None and self.threshold is None:
+            raw = np.where(raw == self.nodata, 0, raw)
+        if self.threshold is None:
+            return _as_labels(raw), probs
+        unit = _unit(raw)
+        labels = (unit >= self.threshold).astype(np.uint8)
+        return labels, (unit[None] if probabilities else None)
+
+
+def _unit(values: np.ndarray) -> np.ndarray:
+    """Probabilities as float32 in [0, 1] (uint8 stores hold p·255)."""
+    if values.dtype == np.uint8:
+        return values.astype(np.float32) / np.float32(255)
+    if values.dtype == np.uint16:
+        return values.astype(np.float32) / np.float32(65535)
+    return np.nan_to_num(values.astype(np.float32), nan=0.0)
+
+
+def _as_labels(raw: np.ndarray) -> np.ndarray:
+    if raw.dtype in (np.uint8, np.uint16, np.int16, np.int32):
+        return raw
+    if raw.dtype == np.bool_ or raw.dtype == np.int8:
+        return raw.astype(np.uint8)
+    return raw.astype(np.int32)
+
+
+def _names_from_attrs(classes: Any, prob_channels: int) -> dict[int, str]:
+    if not classes:
+        return {}
+    names = [str(c) for c in classes]
+    if names[0].lower() in _BACKGROUND_NAMES or (prob_channels > 1 and len(names) == prob_channels):
+        return {i: n for i, n in enumerate(names) if i > 0}
+    return {i + 1: n for i, n in enumerate(names)}
+
+
+def _check_threshold(threshold: float | None, dtype: np.dtype, where: str) -> None:
+    if threshold is None and np.issubdtype(dtype, np.floating):
+        raise InputError(
+            f"{where} holds {dtype} values (probabilities?); pass --threshold (e.g. 0.5) "
+            "to turn them into labels"
+        )
+    if threshold is not None and not (0.0 <= float(threshold) <= 1.0):
+        raise ConfigError(f"threshold must be between 0 and 1, got {threshold}")
+
+
+def _attrs_frame(attrs: dict[str, Any], shape: tuple[int, int]) -> Frame:
+    crs = attrs.get("crs")
+    transform = attrs.get("transform")
+    if crs and transform is not None and len(transform) != 6:
+        raise InputError(f"store transform must hold 6 numbers (GDAL order), got {transform!r}")
+    return Frame.from_georef(
+        shape,
+        crs=crs or None,
+        transform=tuple(transform) if transform is not None else None,
+        mpp=attrs.get("mpp"),
+        downsample=float(attrs.get("downsample", 1.0) or 1.0),
+    )
+
+
+def open_labels(source: str | Path | np.ndarray, *, threshold: float | None = None) -> LabelSource:
+    """Open a gigaseg store, a single-band raster or a NumPy array as a label source.
+
+    Parameters
+    ----------
+    source
+        A gigaseg store (Zarr group with ``labels`` and/or ``probabilities``), a Zarr array,
+        any single-band raster GDAL reads (GeoTIFF, COG, VRT...), or a 2-D NumPy array.
+    threshold
+        Turns a probability raster into labels (``p >= threshold`` is class 1). Required for
+        float rasters; for a store it re-thresholds its single probability channel.
+
+    Raises
+    ------
+    InputError
+        Missing file, several bands, or a float raster without ``threshold``.
+    """
+    if isinstance(source, np.ndarray):
+        arr = source[0] if source.ndim == 3 and source.shape[0] == 1 else source
+        if arr.ndim != 2:
+            raise InputError(
+                f"label array must be 2-D (height, width), got shape {source.shape}; pass one band"
+            )
+        _check_threshold(threshold, arr.dtype, "the label array")
+        h, w = arr.shape
+        return LabelSource(
+            None, "array", (h, w), str(arr.dtype), Frame.from_georef((h, w)), {},
+            threshold, 1 if threshold is not None else 0, (min(h, 2048), min(w, 2048)),
+            array=arr,
+        )  # fmt: skip
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"input {path} does not exist; give a gigaseg store or a label raster")
+    if (path / "zarr.json").is_file():
+        return _open_zarr(path, threshold)
+    return _open_raster(path, threshold)
+
+
+def _open_zarr(path: Path, threshold: float | None) -> LabelSource:
+    meta = json.loads((path / "zarr.json").read_text())
+    if meta.get("node_type") == "array":
+        import zarr
+
+        arr = zarr.open_array(str(path), mode="r")
+        shape = tuple(arr.shape)
+        if len(shape) == 3 and shape[0] == 1:
+            shape = shape[1:]
+        if len(shape) != 2:
+            raise InputError(
+                f"{path} is a Zarr array of shape {tuple(arr.shape)}; vectorize needs a "
+                "single-band (height, width) label or probability array"
+            )
+        _check_threshold(threshold, arr.dtype, str(path))
+        h, w = int(shape[0]), int(shape[1])
+        attrs = dict(arr.attrs)
+        block = tuple(int(c) for c in arr.chunks[-2:])
+        return LabelSource(
+            str(path), "zarr", (h, w), str(arr.dtype), _attrs_frame(attrs, (h, w)),
+            _names_from_attrs(attrs.get("classes"), 0), threshold,
+            1 if threshold is not None else 0, (block[0], block[1]),
+        )  # fmt: skip
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    attrs = dict(group.attrs)
+    members = set(group.array_keys())
+    status = attrs.get("status")
+    if status is not None and status != "complete":
+        raise InputError(
+            f"store {path} has status {status!r}, not 'complete'; finish the run "
+            "(gigaseg predict --resume) before vectorizing"
+        )
+    prob_channels = 0
+    if "probabilities" in members:
+        prob = group["probabilities"]
+        prob_channels = int(prob.shape[0]) if prob.ndim == 3 else 1
+    names = _names_from_attrs(attrs.get("classes"), prob_channels)
+    if threshold is not None:
+        if prob_channels != 1:
+            raise InputError(
+                f"--threshold needs a store with one probability channel; {path} has "
+                f"{prob_channels}; drop --threshold to use its labels"
+            )
+        _check_threshold(threshold, np.dtype("float32"), str(path))
+        arr = group["probabilities"]
+    elif "labels" in members:
+        arr = group["labels"]
+    else:
+        raise InputError(
+            f"store {path} has no 'labels' array; pass --threshold to threshold its probabilities"
+        )
+    h, w = (int(s) for s in arr.shape[-2:])
+    block = tuple(int(c) for c in arr.chunks[-2:])
+    return LabelSource(
+        str(path), "store", (h, w), str(arr.dtype), _attrs_frame(attrs, (h, w)),
+        names or ({1: "foreground"} if threshold is not None else {}), threshold,
+        prob_channels, (block[0], block[1]),
+    )  # fmt: skip
+
+
+def _open_raster(path: Path, threshold: float | None) -> LabelSource:
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        ds = rasterio.open(str(path))
+    except RasterioIOError as exc:
+        raise InputError(
+            f"cannot read {path} as a raster ({str(exc).splitlines()[0]}); give a GeoTIFF, "
+            "COG, Zarr array or gigaseg store"
+        ) from None
+    with ds:
+        if ds.count != 1:
+            raise InputError(
+                f"{path} has {ds.count} bands; vectorize needs a single-band label or "
+                "probability raster (extract one band, e.g. gdal_translate -b 1)"
+            )
+        dtype = np.dtype(ds.dtypes[0])
+        _check_threshold(threshold, dtype, str(path))
+        h, w = ds.height, ds.width
+        crs = ds.crs.to_wkt() if ds.crs else None
+        frame = Frame.from_georef((h, w), crs=crs, transform=ds.transform.to_gdal())
+        bh, bw = ds.block_shapes[0]
+        nodata = ds.nodata
+        tags = ds.tags()
+    names: dict[int, str] = {}
+    if "classes" in tags:
+        try:
+            names = _names_from_attrs(json.loads(tags["classes"]), 0)
+        except ValueError:
+            names = {}
+    return LabelSource(
+        str(path), "geotiff", (h, w), str(dtype), frame,
+        names or ({1: "foreground"} if threshold is not None else {}), threshold,
+        1 if threshold is not None else 0, (int(bh), int(bw)),
+        nodata=None if nodata is None or np.isnan(nodata) else float(nodata),
+    )  # fmt: skip
+
+
+def resolve_classes(
+    source: LabelSource, classes: list[str | int] | tuple[str | int, ...] | None
+) -> tuple[int, ...] | None:
+    """Turn ``--class`` values (names or ids) into class ids; ``None`` means all non-zero.
+
+    Raises
+    ------
+    ConfigError
+        A name or id the source does not define.
+    """
+    if not classes:
+        return None
+    max_id = 1 if source.threshold is not None else _max_label(source.dtype)
+    known = ", ".join(f"{i}={n}" for i, n in sorted(source.names.items())) or "none"
+    ids: list[int] = []
+    for value in classes:
+        text = str(value).strip()
+        if text.lstrip("-").isdigit():
+            cid = int(text)
+            in_names = not source.names or cid in source.names
+            if cid < 1 or cid > max_id or not in_names:
+                raise ConfigError(
+                    f"class {value!r} is not in {source.path or 'the input'} "
+                    f"(classes: {known}; ids are 1..{max_id}, 0 is background)"
+                )
+            ids.append(cid)
+            continue
+        match = [i for i, n in source.names.items() if n.lower() == text.lower()]
+        if not match:
+            raise ConfigError(
+                f"class {value!r} is not in {source.path or 'the input'} (classes: {known}); "
+                "pass a listed name or a numeric id"
+            )
+        ids.append(match[0])
+    return tuple(sorted(set(ids)))
+
+
+def _max_label(dtype: str) -> int:
+    kind = np.dtype(dtype)
+    if np.issubdtype(kind, np.integer):
+        return int(np.iinfo(kind).max)
+    return 1
