@@ -27,6 +27,7 @@ __all__ = [
     "OutputExistsError",
     "StoreError",
     "predict",
+    "vectorize",
 ]
 
 
@@ -36,4 +37,8 @@ def __getattr__(name: str) -> object:
         import importlib
 
         return importlib.import_module("pipeline.predict")
+    if name == "vectorize":  # a callable package, like pipeline.predict
+        import importlib
+
+        return importlib.import_module("pipeline.vectorize")
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
