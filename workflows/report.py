@@ -25,6 +25,7 @@ __all__ = [
     "format_bytes",
     "stage_seconds",
     "tile_counts",
+    "vectorize_seconds",
 ]
 
 #: Stages timed per scene, in data-flow order.
@@ -307,3 +308,23 @@ def tile_counts(report: Mapping[str, Any]) -> tuple[int, int, int, int]:
     resumed = int(resumed or 0)
     total = int(total) if isinstance(total, int | float) else computed + skipped + resumed
     return computed, skipped, resumed, total
+
+
+def vectorize_seconds(report: Mapping[str, Any], wall: float) -> dict[str, float]:
+    """Split one export's time into ``vectorize`` and ``export`` seconds.
+
+    ``pipeline.vectorize`` streams features to the writer while it traces, so the split is
+    approximate: ``export`` is the writer's closing time (``seconds.close``), ``vectorize``
+    the rest. Without those keys, the whole wall time counts as ``vectorize``.
+
+    >>> vectorize_seconds({"seconds": {"total": 2.0, "close": 0.5}}, 2.1)
+    {'vectorize': 1.5, 'export': 0.5}
+    """
+    seconds = report.get("seconds")
+    if isinstance(seconds, Mapping) and isinstance(seconds.get("total"), int | float):
+        close = float(seconds.get("close") or 0.0)
+        return {"vectorize": float(seconds["total"]) - close, "export": close}
+    found = stage_seconds(report, ("vectorize", "export"))
+    if not any(found.values()):
+        found["vectorize"] = wall
+    return found

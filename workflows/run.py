@@ -27,7 +27,14 @@ from typing import IO, Any, cast
 
 from workflows.cluster import connect, describe, job_script
 from workflows.plan import Plan, Scene, make_plan
-from workflows.report import ExportRecord, RunReport, SceneReport, stage_seconds, tile_counts
+from workflows.report import (
+    ExportRecord,
+    RunReport,
+    SceneReport,
+    stage_seconds,
+    tile_counts,
+    vectorize_seconds,
+)
 from workflows.spec import Workflow, load_workflow, merge
 
 __all__ = ["cluster_override", "plan", "run", "store_attributes", "store_status"]
@@ -377,7 +384,7 @@ def _run_scene(
             record.peak_worker_memory = int(peak)
         record.status = "complete"
     v = w.vectorize
-    for path, fmt in scene.exports:
+    for (path, fmt), export in zip(scene.exports, w.exports, strict=True):
         entry = ExportRecord(path=str(path), format=fmt)
         record.exports.append(entry)
         if resume and _export_up_to_date(path, scene.store, previous):
@@ -402,14 +409,12 @@ def _run_scene(
             client=client,
             overwrite=overwrite or resume,
             progress=False,
+            object_type=export.object_type,
         )
         entry.seconds = time.perf_counter() - start
         entry.report = _as_dict(vectorized)
         entry.status = "written"
-        seconds = stage_seconds(entry.report, ("vectorize", "export"))
-        if not any(seconds.values()):
-            seconds["vectorize"] = entry.seconds
-        for stage, value in seconds.items():
+        for stage, value in vectorize_seconds(entry.report, entry.seconds).items():
             record.stages[stage] += value
 
 

@@ -21,6 +21,7 @@ from pydantic.fields import FieldInfo
 from workflows.spec import (
     ENV_PREFIX,
     EXPORT_FORMATS,
+    FORMAT_NOTES,
     PLACEHOLDERS,
     Workflow,
 )
@@ -190,7 +191,10 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
 def render() -> str:
     """Return the Markdown reference page for the workflow file."""
     placeholders = "\n".join(f"- `{{{k}}}`: {v}" for k, v in PLACEHOLDERS.items())
-    formats = "\n".join(f"- `{k}`: {v}" for k, v in EXPORT_FORMATS.items())
+    formats = "\n".join(
+        f"- `{k}`: {FORMAT_NOTES[k]}; extensions {', '.join(f'`{e}`' for e in v)}"
+        for k, v in EXPORT_FORMATS.items()
+    )
     text = _INTRO.format(env=ENV_PREFIX, placeholders=placeholders, formats=formats)
     lines = ["## Keys", ""]
     lines += _section(Workflow, "")

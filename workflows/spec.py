@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULTS_PATH",
     "ENV_PREFIX",
     "EXPORT_FORMATS",
+    "FORMAT_NOTES",
     "PLACEHOLDERS",
     "Cluster",
     "Export",
@@ -76,13 +77,23 @@ PLACEHOLDERS: dict[str, str] = {
     "index": "the input's position in the expanded input list (0-based)",
     "workflow": "the workflow's name (the file's stem when name is not set)",
 }
-#: Export formats; ``None`` in a file means "from the extension".
-EXPORT_FORMATS: dict[str, str] = {
-    "geojson": "GeoJSON (RFC 7946, EPSG:4326); extensions .geojson, .json",
-    "geoparquet": "GeoParquet; extension .parquet",
-    "gpkg": "GeoPackage; extension .gpkg",
-    "fgb": "FlatGeobuf; extension .fgb",
-    "qupath": "QuPath GeoJSON for slides (level-0 pixels); never inferred, name it",
+#: Export formats (those of ``pipeline.vectorize``) and the extensions that select them;
+#: ``format: null`` in a file means "from the extension" (longest extension wins).
+EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
+    "geojson": (".geojson", ".json"),
+    "geojsonseq": (".geojsons", ".geojsonl", ".geojsonseq", ".ndjson", ".jsonl"),
+    "geoparquet": (".parquet", ".geoparquet"),
+    "gpkg": (".gpkg",),
+    "flatgeobuf": (".fgb",),
+    "qupath": (".qupath.geojson", ".qupath.json"),
+}
+FORMAT_NOTES: dict[str, str] = {
+    "geojson": "GeoJSON, RFC 7946 (EPSG:4326)",
+    "geojsonseq": "newline-delimited GeoJSON features (EPSG:4326)",
+    "geoparquet": "GeoParquet in the source CRS (fast for large outputs)",
+    "gpkg": "GeoPackage in the source CRS",
+    "flatgeobuf": "FlatGeobuf in the source CRS",
+    "qupath": "QuPath GeoJSON for slides, level-0 pixel coordinates",
 }
 
 _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}(:\d{2}){0,2}$")
@@ -269,8 +280,11 @@ class Export(_Section):
     """One vector output per input."""
 
     path: str = Field(description="Output file template, e.g. `{dir}/{stem}.geojson`.")
-    format: Literal["geojson", "geoparquet", "gpkg", "fgb", "qupath"] | None = Field(
-        None, description="Format; null infers it from the extension (qupath must be named)."
+    format: (
+        Literal["geojson", "geojsonseq", "geoparquet", "gpkg", "flatgeobuf", "qupath"] | None
+    ) = Field(None, description="Format; null infers it from the extension.")
+    object_type: Literal["detection", "annotation"] = Field(
+        "detection", description="QuPath `objectType` of exported outlines (qupath only)."
     )
 
     @field_validator("path")
@@ -294,15 +308,17 @@ class Export(_Section):
 
 
 def export_format(path: str) -> str | None:
-    """Return the export format a file extension implies, or ``None``."""
-    suffix = Path(path).suffix.lower()
-    return {
-        ".geojson": "geojson",
-        ".json": "geojson",
-        ".parquet": "geoparquet",
-        ".gpkg": "gpkg",
-        ".fgb": "fgb",
-    }.get(suffix)
+    """Return the export format a file extension implies, or ``None``.
+
+    >>> export_format("{stem}.qupath.geojson"), export_format("a.parquet"), export_format("a.x")
+    ('qupath', 'geoparquet', None)
+    """
+    name = Path(path).name.lower()
+    pairs = sorted(
+        ((ext, fmt) for fmt, exts in EXPORT_FORMATS.items() for ext in exts),
+        key=lambda pair: -len(pair[0]),
+    )
+    return next((fmt for ext, fmt in pairs if name.endswith(ext)), None)
 
 
 class LocalSettings(_Section):

@@ -213,3 +213,13 @@ def test_jobqueue_worker_processes() -> None:
     assert wf.cluster.slurm.worker_processes == 4  # one worker per GPU
     wf = load({"cluster": {"slurm": {"cores": 8, "memory": "32GB"}}})
     assert wf.cluster.slurm.worker_processes == 1
+
+
+def test_export_formats_match_pipeline_vectorize() -> None:
+    from pipeline.vectorize import FORMATS
+
+    from workflows.spec import EXPORT_FORMATS, Export
+
+    assert EXPORT_FORMATS == FORMATS
+    assert Export(path="{stem}.qupath.geojson").resolved_format == "qupath"
+    assert Export(path="{stem}.fgb").resolved_format == "flatgeobuf"
