@@ -4,6 +4,7 @@
 ``vectors``  GeoJSON / GeoPackage label files with their CRS
 ``labels``   labels on the image grid: reprojected + rasterized vectors, or warped rasters
 ``region``   the spatial validation hold-out band
+``settings`` the ``data:`` section of a training config
 ``sampler``  training draws (foreground-balanced, nodata-avoiding) and validation windows
 """
 
@@ -19,6 +20,7 @@ from pipeline.sample.labels import (
 )
 from pipeline.sample.region import Holdout, parse_holdout
 from pipeline.sample.sampler import Patch, PatchSampler, Scene, open_scene
+from pipeline.sample.settings import SampleSettings, parse_sample_settings
 from pipeline.sample.source import GeoTiffImage, ImageSource, SlideImage, open_image
 from pipeline.sample.vectors import VectorLabels, read_vectors, reproject_geometries
 
@@ -31,6 +33,7 @@ __all__ = [
     "Patch",
     "PatchSampler",
     "RasterLabels",
+    "SampleSettings",
     "Scene",
     "SlideImage",
     "VectorLabelSource",
@@ -39,6 +42,7 @@ __all__ = [
     "open_labels",
     "open_scene",
     "parse_holdout",
+    "parse_sample_settings",
     "rasterize_window",
     "read_vectors",
     "reproject_geometries",

@@ -159,8 +159,8 @@ class VectorLabelSource:
         numpy.ndarray
             ``(height, width)`` uint8 class ids.
         """
-        transform = self._image.transform * Affine.translation(col, row)
-        corners = [transform * (0, 0), transform * (width, height)]
+        transform = self._image.transform @ Affine.translation(col, row)
+        corners = [transform @ (0, 0), transform @ (width, height)]
         xs = [corner[0] for corner in corners]
         ys = [corner[1] for corner in corners]
         box = shapely.box(min(xs), min(ys), max(xs), max(ys))

@@ -1,0 +1,425 @@
+"""Score a prediction file against a truth file: the I/O edge of the evaluate stage.
+
+Predictions are vector files (GeoJSON / GeoPackage, e.g. from ``gigaseg vectorize``) or label
+rasters (a gigaseg Zarr store's ``labels``, or a GeoTIFF of class ids or probabilities). Truth is
+a vector file (polygons for buildings, lines for roads) or a label raster. Geometries are
+compared in one projected working CRS (the truth's when projected, else the prediction's, else
+the UTM zone of the truth), so areas and lengths are in metres.
+
+- polygons: object precision/recall/F1 (SpaceNet matching, :mod:`.objects`);
+- lines: length precision/recall within a buffer (:mod:`.lines`);
+- a raster prediction (or ``mask=``) adds pixel IoU/Dice/precision/recall, read in strips.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from affine import Affine
+from pyproj import CRS
+
+from pipeline.errors import InputError
+from pipeline.evaluate.lines import LineMetrics, line_metrics
+from pipeline.evaluate.objects import ObjectMetrics, match_objects
+from pipeline.evaluate.pixels import PixelCounts
+from pipeline.sample.vectors import VectorLabels, read_vectors
+
+__all__ = [
+    "Evaluation",
+    "PredictionRaster",
+    "evaluate",
+    "mask_to_polygons",
+    "open_prediction_raster",
+]
+
+_VECTOR_SUFFIXES = frozenset({".geojson", ".json", ".gpkg"})
+#: Largest raster (pixels) polygonised in memory for object metrics; larger ones should be
+#: vectorized with ``gigaseg vectorize`` (chunked, exact seams) and scored as vectors.
+MAX_POLYGONIZE_PIXELS = 100_000_000
+_STRIP = 1024
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Scores of one prediction against one truth.
+
+    Attributes
+    ----------
+    kind
+        ``"buildings"`` (polygons), ``"roads"`` (lines) or ``"pixels"`` (rasters only).
+    prediction, truth
+        The inputs.
+    objects, lines, pixels
+        Object metrics, line metrics and per-class pixel metrics (``None`` when not computed).
+    counts
+        Number of predicted and true objects.
+    crs
+        The working CRS the geometries were compared in.
+    """
+
+    kind: str
+    prediction: str
+    truth: str
+    objects: ObjectMetrics | None = None
+    lines: LineMetrics | None = None
+    pixels: dict[str, Any] | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    crs: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the scores as a JSON-able dict (NaN written as ``null``)."""
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "prediction": self.prediction,
+            "truth": self.truth,
+            "crs": self.crs,
+            "counts": self.counts,
+        }
+        if self.objects is not None:
+            out["objects"] = self.objects.to_dict()
+        if self.lines is not None:
+            out["lines"] = self.lines.to_dict()
+        if self.pixels is not None:
+            out["pixels"] = self.pixels
+        return _finite(out)
+
+    def to_json(self) -> str:
+        """Return :meth:`to_dict` as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    def table(self) -> str:
+        """Return a short human-readable table of the scores."""
+        rows: list[tuple[str, str]] = []
+        if self.objects is not None:
+            o = self.objects
+            rows += [
+                (f"object F1 (IoU >= {o.iou_threshold:g})", _fmt(o.f1)),
+                ("object precision", _fmt(o.precision)),
+                ("object recall", _fmt(o.recall)),
+                ("matched / predicted / true", f"{o.tp} / {o.tp + o.fp} / {o.tp + o.fn}"),
+                ("mean IoU of matches", _fmt(o.mean_iou)),
+            ]
+        if self.lines is not None:
+            line = self.lines
+            rows += [
+                (f"length precision (buffer {line.buffer:g})", _fmt(line.precision)),
+                (f"length recall (buffer {line.buffer:g})", _fmt(line.recall)),
+                ("length F1", _fmt(line.f1)),
+                (
+                    "predicted / true length",
+                    f"{line.predicted_length:.1f} / {line.true_length:.1f}",
+                ),
+            ]
+        for name, scores in (self.pixels or {}).items():
+            rows += [
+                (f"pixel IoU [{name}]", _fmt(scores["iou"])),
+                (f"pixel Dice [{name}]", _fmt(scores["dice"])),
+                (f"pixel precision [{name}]", _fmt(scores["precision"])),
+                (f"pixel recall [{name}]", _fmt(scores["recall"])),
+            ]
+        width = max((len(name) for name, _ in rows), default=6)
+        lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
+        lines += [f"{name:<{width}}  {value}" for name, value in rows]
+        return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+@dataclass
+class PredictionRaster:
+    """A label raster opened for windowed reads (a gigaseg store or a GeoTIFF)."""
+
+    path: Path
+    height: int
+    width: int
+    crs: CRS | None
+    transform: Affine
+    classes: tuple[str, ...]
+    _read: Any = field(repr=False)
+
+    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """Read class ids of a window."""
+        return np.asarray(self._read(row, col, height, width))
+
+
+def open_prediction_raster(path: str | Path, *, threshold: float = 0.5) -> PredictionRaster:
+    """Open a gigaseg Zarr store (its ``labels``) or a GeoTIFF of class ids / probabilities.
+
+    Parameters
+    ----------
+    path
+        Store directory or raster file.
+    threshold
+        For floating-point rasters (probabilities): class 1 where ``p >= threshold``.
+
+    Returns
+    -------
+    PredictionRaster
+        The raster's grid and a window reader.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"prediction {path} does not exist")
+    if path.is_dir():
+        import zarr
+
+        try:
+            group = zarr.open_group(str(path), mode="r")
+            labels = group["labels"]
+        except (KeyError, FileNotFoundError, ValueError) as exc:
+            raise InputError(
+                f"{path} is not a gigaseg store with a 'labels' array; run gigaseg predict first"
+            ) from exc
+        attrs = dict(group.attrs)
+        crs = CRS.from_user_input(attrs["crs"]) if attrs.get("crs") else None
+        transform = (
+            Affine.from_gdal(*attrs["transform"]) if attrs.get("transform") else Affine.identity()
+        )
+        height, width = (int(v) for v in labels.shape[-2:])
+        classes = tuple(attrs.get("classes") or ("class_1",))
+        if len(classes) > 1 and classes[0].lower() == "background":
+            classes = classes[1:]
+        return PredictionRaster(
+            path,
+            height,
+            width,
+            crs,
+            transform,
+            classes,
+            lambda r, c, h, w: labels[r : r + h, c : c + w],
+        )
+    import rasterio
+    from rasterio.windows import Window
+
+    try:
+        dataset = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"cannot open prediction raster {path}: {exc}") from exc
+    floating = np.dtype(dataset.dtypes[0]).kind == "f"
+
+    def read(row: int, col: int, height: int, width: int) -> np.ndarray:
+        data = dataset.read(1, window=Window(col, row, width, height))  # type: ignore[call-arg]
+        return (data >= threshold).astype(np.uint8) if floating else data
+
+    return PredictionRaster(
+        path,
+        int(dataset.height),
+        int(dataset.width),
+        CRS.from_user_input(dataset.crs) if dataset.crs else None,
+        Affine(*tuple(dataset.transform)[:6]),
+        ("class_1",),
+        read,
+    )
+
+
+def mask_to_polygons(mask: np.ndarray, transform: Affine) -> np.ndarray:
+    """Trace the 4-connected regions of a boolean mask as polygons in map coordinates.
+
+    Parameters
+    ----------
+    mask
+        ``(h, w)`` boolean array.
+    transform
+        Pixel -> map affine of the array.
+
+    Returns
+    -------
+    numpy.ndarray
+        Object array of polygons (pixel edges exactly, holes kept).
+    """
+    from rasterio.features import shapes
+
+    traced = [
+        shapely.geometry.shape(geometry)
+        for geometry, value in shapes(
+            mask.astype(np.uint8), mask=mask, transform=transform, connectivity=4
+        )
+        if value == 1
+    ]
+    out = np.empty(len(traced), dtype=object)
+    out[:] = traced
+    return out
+
+
+def _working_crs(*candidates: CRS | None, geometries: np.ndarray | None = None) -> CRS | None:
+    for crs in candidates:
+        if crs is not None and crs.is_projected:
+            return crs
+    known = next((crs for crs in candidates if crs is not None), None)
+    if known is None or geometries is None or not len(geometries):
+        return known
+    from pyproj.aoi import AreaOfInterest
+    from pyproj.database import query_utm_crs_info
+
+    centre = shapely.centroid(shapely.union_all(shapely.envelope(geometries)))
+    lon, lat = centre.x, centre.y
+    if not known.is_geographic:
+        return known
+    info = query_utm_crs_info(
+        datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat)
+    )
+    return CRS.from_epsg(int(info[0].code)) if info else known
+
+
+def _kind(geometries: np.ndarray) -> str:
+    if not len(geometries):
+        return "buildings"
+    types = shapely.get_type_id(geometries)
+    lines = np.isin(types, [1, 2, 5]).sum()
+    return "roads" if lines > len(types) / 2 else "buildings"
+
+
+def _raster_truth_counts(
+    prediction: PredictionRaster, truth_path: Path, truth: VectorLabels | None
+) -> dict[str, Any]:
+    """Pixel metrics of a prediction raster against vector or raster truth, in strips."""
+    from pipeline.sample.labels import RasterLabels, VectorLabelSource
+
+    grid: Any = prediction
+    if truth is not None:
+        classes = prediction.classes
+        source: Any = VectorLabelSource(truth, grid, classes=classes, line_width=None)
+    else:
+        source = RasterLabels(truth_path, grid)
+    counts = PixelCounts(len(prediction.classes))
+    for row in range(0, prediction.height, _STRIP):
+        height = min(_STRIP, prediction.height - row)
+        counts.update(
+            prediction.read(row, 0, height, prediction.width),
+            source.window(row, 0, height, prediction.width),
+        )
+    if truth is None:
+        source.close()
+    return counts.to_dict(prediction.classes)
+
+
+def evaluate(
+    prediction: str | Path,
+    truth: str | Path,
+    *,
+    kind: str = "auto",
+    mask: str | Path | None = None,
+    iou_threshold: float = 0.5,
+    buffer: float = 3.0,
+    threshold: float = 0.5,
+    min_area: float = 0.0,
+    truth_property: str | None = None,
+    truth_class: str | None = None,
+) -> Evaluation:
+    """Score a prediction against the truth.
+
+    Parameters
+    ----------
+    prediction
+        Vector file (GeoJSON/GeoPackage) or label raster (gigaseg store, GeoTIFF).
+    truth
+        Vector file (polygons or lines) or label raster.
+    kind
+        ``"buildings"``, ``"roads"``, ``"pixels"`` or ``"auto"`` (lines -> roads, polygons ->
+        buildings, raster truth -> pixels).
+    mask
+        Optional prediction raster for pixel metrics when ``prediction`` is a vector file.
+    iou_threshold
+        Object matching threshold (SpaceNet: 0.5).
+    buffer
+        Road tolerance in metres.
+    threshold
+        Probability threshold for floating-point prediction rasters.
+    min_area
+        Drop predicted polygons smaller than this (m²) before matching.
+    truth_property, truth_class
+        Keep only truth features whose ``truth_property`` equals ``truth_class``.
+
+    Returns
+    -------
+    Evaluation
+        The scores; ``.to_json()`` and ``.table()`` format them.
+    """
+    prediction, truth = Path(prediction), Path(truth)
+    truth_is_vector = truth.suffix.lower() in _VECTOR_SUFFIXES
+    pred_is_vector = prediction.suffix.lower() in _VECTOR_SUFFIXES
+    truth_vectors = read_vectors(truth, prop=truth_property) if truth_is_vector else None
+    if truth_vectors is not None and truth_class is not None:
+        keep = np.array([str(v) == truth_class for v in truth_vectors.values], dtype=bool)
+        truth_vectors = VectorLabels(
+            truth_vectors.geometries[keep],
+            tuple(v for v, k in zip(truth_vectors.values, keep, strict=True) if k),
+            truth_vectors.crs,
+        )
+    if kind == "auto":
+        kind = _kind(truth_vectors.geometries) if truth_vectors is not None else "pixels"
+    if kind not in ("buildings", "roads", "pixels"):
+        raise InputError(f"kind must be buildings, roads, pixels or auto; got {kind!r}")
+    raster = None
+    if not pred_is_vector:
+        raster = open_prediction_raster(prediction, threshold=threshold)
+    elif mask is not None:
+        raster = open_prediction_raster(mask, threshold=threshold)
+    pixels = _raster_truth_counts(raster, truth, truth_vectors) if raster is not None else None
+    if kind == "pixels" or truth_vectors is None:
+        if pixels is None:
+            raise InputError(
+                f"pixel metrics need a prediction raster; {prediction} is a vector file "
+                "(give mask=STORE or a vector truth)"
+            )
+        return Evaluation("pixels", str(prediction), str(truth), pixels=pixels)
+    if pred_is_vector or raster is None:
+        predicted = read_vectors(prediction)
+    else:
+        if raster.height * raster.width > MAX_POLYGONIZE_PIXELS:
+            raise InputError(
+                f"{prediction} has {raster.height}x{raster.width} pixels, too many to trace in "
+                "memory; run gigaseg vectorize on it and evaluate the vector file"
+            )
+        mask_array = raster.read(0, 0, raster.height, raster.width) == 1
+        predicted = VectorLabels(
+            mask_to_polygons(mask_array, raster.transform),
+            (None,) * int(mask_array.any()),
+            raster.crs,
+        )
+    work = _working_crs(truth_vectors.crs, predicted.crs, geometries=truth_vectors.geometries)
+    true_geoms = truth_vectors.to_crs(work).geometries
+    pred_geoms = predicted.to_crs(work).geometries
+    if kind == "buildings":
+        true_geoms = true_geoms[np.isin(shapely.get_type_id(true_geoms), [3, 6])]
+        pred_geoms = pred_geoms[np.isin(shapely.get_type_id(pred_geoms), [3, 6])]
+        if min_area > 0 and len(pred_geoms):
+            pred_geoms = pred_geoms[shapely.area(pred_geoms) >= min_area]
+        objects = match_objects(pred_geoms, true_geoms, iou_threshold=iou_threshold)
+        return Evaluation(
+            "buildings",
+            str(prediction),
+            str(truth),
+            objects=objects,
+            pixels=pixels,
+            counts={"predicted": len(pred_geoms), "true": len(true_geoms)},
+            crs=work.to_string() if work else None,
+        )
+    lines = line_metrics(pred_geoms, true_geoms, buffer=buffer)
+    return Evaluation(
+        "roads",
+        str(prediction),
+        str(truth),
+        lines=lines,
+        pixels=pixels,
+        counts={"predicted": len(pred_geoms), "true": len(true_geoms)},
+        crs=work.to_string() if work else None,
+    )

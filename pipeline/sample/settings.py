@@ -1,0 +1,140 @@
+"""Training-data settings (the ``data:`` section of a training config), parsed and checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.sample.region import Holdout, parse_holdout
+
+__all__ = ["SampleSettings", "parse_sample_settings"]
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """Where training patches come from and how they are drawn.
+
+    Attributes
+    ----------
+    images, labels
+        One label file (vector or raster) per image.
+    classes
+        Class names; class id = index + 1 (0 is background).
+    bands
+        1-based bands in model order (all when ``None``).
+    level
+        Slide pyramid level.
+    label_property
+        Vector property naming each feature's class (every feature is class 1 when ``None``).
+    line_width
+        Width in metres that line labels (roads) are buffered to.
+    patch
+        Training window size (pixels).
+    holdout
+        Validation band (``None``: no validation).
+    foreground
+        Fraction of draws centred on a labelled object.
+    max_nodata
+        Redraw windows with more nodata than this fraction.
+    statistics_samples
+        Windows read to estimate the per-band mean and std.
+    """
+
+    images: tuple[Path, ...]
+    labels: tuple[Path, ...]
+    classes: tuple[str, ...] = ("building",)
+    bands: tuple[int, ...] | None = None
+    level: int = 0
+    label_property: str | None = None
+    line_width: float | None = None
+    patch: int = 256
+    holdout: Holdout | None = field(default_factory=Holdout)
+    foreground: float = 0.5
+    max_nodata: float = 0.5
+    statistics_samples: int = 32
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able description (paths as strings)."""
+        return {
+            "images": [str(p) for p in self.images],
+            "labels": [str(p) for p in self.labels],
+            "classes": list(self.classes),
+            "bands": None if self.bands is None else list(self.bands),
+            "level": self.level,
+            "label_property": self.label_property,
+            "line_width": self.line_width,
+            "patch": self.patch,
+            "holdout": None if self.holdout is None else self.holdout.to_dict(),
+            "foreground": self.foreground,
+            "max_nodata": self.max_nodata,
+            "statistics_samples": self.statistics_samples,
+        }
+
+
+def _paths(value: Any, key: str, base: Path) -> tuple[Path, ...]:
+    if isinstance(value, str | Path):
+        value = [value]
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError(f"data.{key} must be a path or a non-empty list of paths")
+    return tuple(p if p.is_absolute() else base / p for p in (Path(str(v)) for v in value))
+
+
+def parse_sample_settings(data: dict[str, Any], base: str | Path = ".") -> SampleSettings:
+    """Build :class:`SampleSettings` from a mapping; relative paths are taken from ``base``.
+
+    Parameters
+    ----------
+    data
+        The ``data:`` section (``images`` and ``labels`` required).
+    base
+        Directory relative paths are resolved against (the config file's folder).
+
+    Returns
+    -------
+    SampleSettings
+        The checked settings.
+    """
+    data = dict(data or {})
+    known = {f.name for f in fields(SampleSettings)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown data keys {unknown}; valid keys: {sorted(known)}")
+    for key in ("images", "labels"):
+        if key not in data:
+            raise ConfigError(f"data.{key} is required (image paths and their label files)")
+    base = Path(base)
+    images = _paths(data.pop("images"), "images", base)
+    labels = _paths(data.pop("labels"), "labels", base)
+    if len(images) != len(labels):
+        raise ConfigError(
+            f"data.images has {len(images)} entries but data.labels has {len(labels)}; "
+            "give one label file per image"
+        )
+    try:
+        _coerce(data)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad value in data settings: {exc}") from exc
+    if "holdout" in data:
+        data["holdout"] = parse_holdout(data["holdout"])
+    if not data.get("classes", ("x",)):
+        raise ConfigError("data.classes must name at least one class")
+    return SampleSettings(images=images, labels=labels, **data)
+
+
+def _coerce(data: dict[str, Any]) -> None:
+    """Convert YAML scalars to the types :class:`SampleSettings` holds, in place."""
+    if "classes" in data:
+        classes = data["classes"]
+        data["classes"] = (classes,) if isinstance(classes, str) else tuple(map(str, classes))
+    if data.get("bands") is not None:
+        data["bands"] = tuple(int(b) for b in data["bands"])
+    for key in ("level", "patch", "statistics_samples"):
+        if key in data:
+            data[key] = int(data[key])
+    for key in ("foreground", "max_nodata"):
+        if key in data:
+            data[key] = float(data[key])
+    if data.get("line_width") is not None:
+        data["line_width"] = float(data["line_width"])
