@@ -84,7 +84,12 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, path: str | Path) -> 
     for key, value in [*tensors.items(), *header["scalars"].items()]:
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
+    # JSON turned tuples (AdamW's betas) into lists; give them back their type.
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+        for group in header["param_groups"]
+    ]
     try:
-        optimizer.load_state_dict({"state": state, "param_groups": header["param_groups"]})
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError) as exc:
         raise CheckpointError(f"{path} does not match the model's parameters ({exc})") from exc

@@ -245,8 +245,8 @@ class _Run:
             while self.step < total:
                 entry = self.epoch(bar)
                 postfix = {"loss": f"{entry['loss']:.4f}"}
-                if "val_iou" in entry:
-                    postfix["val_iou"] = f"{np.nanmean(entry['val_iou']):.3f}"
+                if "val_score" in entry:
+                    postfix["val_iou"] = f"{entry['val_score']:.3f}"
                 bar.set_postfix(postfix)
                 if on_epoch is not None:
                     on_epoch(entry)
