@@ -153,7 +153,8 @@ def trace_chunk(
     prob_sum: np.ndarray | None = None
     if not mask.any():
         empty = np.empty(0, object)
-        return ChunkTrace(empty, np.empty(0, np.int64), np.empty(0, np.int64), None,
+        no_sum = None if probabilities is None else np.empty(0, np.float64)
+        return ChunkTrace(empty, np.empty(0, np.int64), np.empty(0, np.int64), no_sum,
                           np.empty(0, bool))  # fmt: skip
     if probabilities is not None:
         present = np.unique(labels[mask])

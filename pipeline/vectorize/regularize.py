@@ -8,7 +8,8 @@ vote together). In a frame rotated by that angle, consecutive edges within ``sna
 horizontal (vertical) form a run that becomes one horizontal (vertical) line through the
 runs' length-weighted mean position; runs shorter than ``min_edge`` are removed; corners are
 the intersections of consecutive lines, so near-right angles become right. Edges far from
-both directions (real diagonal walls) are kept as they are.
+both directions (real diagonal walls) are kept as they are, unless shorter than three times
+``min_edge``: those are corners cut by the pixel grid.
 
 The result is checked against the traced outline: it must be valid and overlap it with an
 IoU of at least ``min_iou``, otherwise the plain simplified outline is returned. The IoU is
@@ -89,17 +90,26 @@ def _square_ring(xy: np.ndarray, snap: float, min_edge: float) -> np.ndarray | N
         )
         runs.append({"kind": kind, "edges": [(a, b, length)]})
     runs = _merge_runs(runs)
-    changed = True
-    while changed and len(runs) > 4:
-        changed = False
-        lengths = [sum(e[2] for e in r["edges"]) for r in runs]  # type: ignore[attr-defined]
-        shortest = int(np.argmin(lengths))
-        if lengths[shortest] < min_edge:
-            del runs[shortest]
-            runs = _merge_runs(runs)
-            changed = True
-    if len(runs) < 3:
-        return None
+    # drop runs whose squared edge comes out shorter than min_edge, shortest first
+    for _ in range(len(runs)):
+        if len(runs) < 3:
+            return None
+        corners = _corners(runs)
+        if len(runs) <= 4:
+            return corners
+        lengths = np.hypot(*np.diff(corners, axis=0).T)
+        # a short diagonal between two walls is a cut corner: it must be 3x longer to stay
+        limits = np.array([3 * min_edge if r["kind"] == "D" else min_edge for r in runs])
+        shortest = int(np.argmin(lengths / limits))
+        if lengths[shortest] >= limits[shortest]:
+            return corners
+        del runs[shortest]
+        runs = _merge_runs(runs)
+    return None
+
+
+def _corners(runs: list[dict[str, object]]) -> np.ndarray:
+    """Corners of a squared ring: intersections of consecutive run lines (closed)."""
     lines = []
     for r in runs:
         es = r["edges"]

@@ -148,8 +148,11 @@ class _Runner:
     def map(self, func: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
         """Run ``func(*args)`` for each args tuple, yielding results in completion order."""
         if self.client is None:
-            for args in calls:
-                yield func(*args)
+            import rasterio
+
+            with rasterio.Env():  # one GDAL environment, not one per rasterio call
+                for args in calls:
+                    yield func(*args)
             return
         from distributed import as_completed
 
