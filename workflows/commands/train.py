@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bands", default=None, help="1-based bands, e.g. 1,2,3")
     parser.add_argument("--patch", type=int, default=None, help="training window size")
     parser.add_argument("--holdout", default=None, help="validation band, e.g. cols:0.8-1.0")
+    parser.add_argument("--architecture", default=None, help="named U-Net (unet.ARCHITECTURES)")
+    parser.add_argument("--base", type=int, default=None, help="U-Net width of the first level")
+    parser.add_argument("--depth", type=int, default=None, help="U-Net pooling steps")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--steps-per-epoch", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None)
@@ -86,6 +89,25 @@ def load_config(path: str | Path | None) -> tuple[dict[str, Any], Path]:
 def _apply_flags(config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     data = dict(config.get("data") or {})
     train = dict(config.get("train") or {})
+    _apply_data_flags(data, args)
+    for key in ("epochs", "steps_per_epoch", "batch", "lr", "loss", "precision", "device"):
+        if getattr(args, key) is not None:
+            train[key] = getattr(args, key)
+    for key in ("seed", "threads"):
+        if getattr(args, key) is not None:
+            train[key] = getattr(args, key)
+    model = dict(config.get("model") or {})
+    for key in ("architecture", "base", "depth"):
+        if getattr(args, key) is not None:
+            model[key] = getattr(args, key)
+    out = {**config, "data": data, "train": train, "model": model}
+    for key in ("out", "export", "metrics"):
+        if getattr(args, key) is not None:
+            out[key] = str(Path(getattr(args, key)).resolve())
+    return out
+
+
+def _apply_data_flags(data: dict[str, Any], args: argparse.Namespace) -> None:
     if args.image:
         data["images"] = [str(Path(p).resolve()) for p in args.image]
     if args.labels:
@@ -97,17 +119,6 @@ def _apply_flags(config: dict[str, Any], args: argparse.Namespace) -> dict[str, 
     for key in ("patch", "holdout"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
-    for key in ("epochs", "steps_per_epoch", "batch", "lr", "loss", "precision", "device"):
-        if getattr(args, key) is not None:
-            train[key] = getattr(args, key)
-    for key in ("seed", "threads"):
-        if getattr(args, key) is not None:
-            train[key] = getattr(args, key)
-    out = {**config, "data": data, "train": train}
-    for key in ("out", "export", "metrics"):
-        if getattr(args, key) is not None:
-            out[key] = str(Path(getattr(args, key)).resolve())
-    return out
 
 
 def _resolve(path: str | None, base: Path) -> Path | None:
@@ -162,16 +173,40 @@ def run_training(
     dict
         JSON-able summary; also written to ``metrics`` when the config names it.
     """
+    import torch
+
+    from pipeline.sample import parse_sample_settings
+    from unet.train import parse_train_settings
+
+    data = parse_sample_settings(config.get("data") or {}, base)
+    settings = parse_train_settings(config.get("train"))
+    threads = torch.get_num_threads()
+    if settings.threads is not None:  # for the statistics and final evaluation too
+        torch.set_num_threads(settings.threads)
+    try:
+        return _run(config, base, data, settings, resume, overwrite, progress, command)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(
+    config: dict[str, Any],
+    base: Path,
+    data: Any,
+    settings: Any,
+    resume: str | Path | None,
+    overwrite: bool,
+    progress: bool,
+    command: str | None,
+) -> dict[str, Any]:
     import numpy as np
     import torch
 
     import unet
     from pipeline.errors import ConfigError
-    from pipeline.sample import PatchSampler, open_scene, parse_sample_settings
-    from unet.train import parse_train_settings, train
+    from pipeline.sample import PatchSampler, open_scene
+    from unet.train import train
 
-    data = parse_sample_settings(config.get("data") or {}, base)
-    settings = parse_train_settings(config.get("train"))
     out = _resolve(config.get("out"), base)
     if out is None:
         raise ConfigError("no output directory: set 'out:' in the config or pass --out")
