@@ -20,4 +20,15 @@ __all__ = [
     "load",
     "read_metadata",
     "save",
+    "train",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``unet.train`` is a callable package (``unet.train(model, data, out, ...)``, see
+    # unet/train/loop.py), imported on first use so ``import unet`` stays light.
+    if name == "train":
+        import importlib
+
+        return importlib.import_module("unet.train")
+    raise AttributeError(f"module 'unet' has no attribute {name!r}")
