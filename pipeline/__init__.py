@@ -26,7 +26,9 @@ __all__ = [
     "InputError",
     "OutputExistsError",
     "StoreError",
+    "evaluate",
     "predict",
+    "sample",
     "vectorize",
 ]
 
@@ -41,4 +43,8 @@ def __getattr__(name: str) -> object:
         import importlib
 
         return importlib.import_module("pipeline.vectorize")
+    if name in ("evaluate", "sample"):  # evaluate is a callable package too
+        import importlib
+
+        return importlib.import_module(f"pipeline.{name}")
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

@@ -8,6 +8,10 @@
 
 from __future__ import annotations
 
+import sys
+import types
+from typing import Any
+
 from pipeline.evaluate.evaluate import (
     Evaluation,
     PredictionRaster,
@@ -33,3 +37,13 @@ __all__ = [
     "open_prediction_raster",
     "pixel_metrics",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``pipeline.evaluate(...)`` call :func:`evaluate` although it is a package."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Evaluation:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
