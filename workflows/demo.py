@@ -47,14 +47,14 @@ def _start_cluster(workers: int) -> tuple[Any, Any]:
         return None, None
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
         n_workers=workers,
         threads_per_worker=2,
         processes=True,
         dashboard_address=None,
         silence_logs=40,
     )
-    return Client(cluster), cluster
+    return Client(cluster), cluster  # type: ignore[no-untyped-call]
 
 
 def run_demo(
@@ -113,7 +113,7 @@ def run_demo(
     client, cluster = _start_cluster(workers)
     try:
         started = time.perf_counter()
-        predicted = pipeline.predict(
+        predicted = pipeline.predict(  # type: ignore[operator]
             str(image),
             str(model),
             str(paths["store"]),
@@ -126,7 +126,7 @@ def run_demo(
         seconds["predict"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        vectorized = pipeline.vectorize(
+        vectorized = pipeline.vectorize(  # type: ignore[operator]
             str(paths["store"]),
             str(paths["outlines"]),
             min_area=min_area,
@@ -159,7 +159,7 @@ def run_demo(
     tmp.replace(paths["scores"])
 
     objects = scores.objects
-    pixel = next(iter((scores.pixels or {}).values()), {})
+    pixel: dict[str, Any] = next(iter((scores.pixels or {}).values()), {})
     report = {
         "image": str(image),
         "truth": str(truth),

@@ -87,7 +87,8 @@ class Evaluation:
             out["lines"] = self.lines.to_dict()
         if self.pixels is not None:
             out["pixels"] = self.pixels
-        return _finite(out)
+        result: dict[str, Any] = _finite(out)
+        return result
 
     def to_json(self) -> str:
         """Return :meth:`to_dict` as indented JSON."""
@@ -183,18 +184,18 @@ def open_prediction_raster(path: str | Path, *, threshold: float = 0.5) -> Predi
 
         try:
             group = zarr.open_group(str(path), mode="r")
-            labels = group["labels"]
+            labels: Any = group["labels"]
         except (KeyError, FileNotFoundError, ValueError) as exc:
             raise InputError(
                 f"{path} is not a gigaseg store with a 'labels' array; run gigaseg predict first"
             ) from exc
-        attrs = dict(group.attrs)
+        attrs: dict[str, Any] = dict(group.attrs)
         crs = CRS.from_user_input(attrs["crs"]) if attrs.get("crs") else None
         transform = (
             Affine.from_gdal(*attrs["transform"]) if attrs.get("transform") else Affine.identity()
         )
         height, width = (int(v) for v in labels.shape[-2:])
-        classes = tuple(attrs.get("classes") or ("class_1",))
+        classes = tuple(str(c) for c in attrs.get("classes") or ("class_1",))
         if len(classes) > 1 and classes[0].lower() == "background":
             classes = classes[1:]
         return PredictionRaster(
@@ -216,7 +217,7 @@ def open_prediction_raster(path: str | Path, *, threshold: float = 0.5) -> Predi
     floating = np.dtype(dataset.dtypes[0]).kind == "f"
 
     def read(row: int, col: int, height: int, width: int) -> np.ndarray:
-        data = dataset.read(1, window=Window(col, row, width, height))  # type: ignore[call-arg]
+        data: np.ndarray = dataset.read(1, window=Window(col, row, width, height))
         return (data >= threshold).astype(np.uint8) if floating else data
 
     return PredictionRaster(

@@ -146,4 +146,4 @@ def _clean(geometries: Sequence[Any] | np.ndarray) -> np.ndarray:
     invalid = ~shapely.is_valid(array)
     if invalid.any():
         array[invalid] = shapely.make_valid(array[invalid])
-    return array
+    return np.asarray(array, dtype=object)

@@ -235,8 +235,8 @@ class RasterLabels:
         """Read class ids for a window of the image grid (nodata -> :data:`IGNORE`)."""
         from rasterio.windows import Window
 
-        data = self._dataset.read(1, window=Window(col, row, width, height))  # type: ignore[call-arg]
-        labels = data.astype(np.uint8)
+        data = self._dataset.read(1, window=Window(col, row, width, height))
+        labels: np.ndarray = data.astype(np.uint8)
         if self._nodata is not None:
             labels[data == self._nodata] = IGNORE
         return labels

@@ -327,7 +327,7 @@ def open_scene(
     Scene
         Open readers; close them with :meth:`PatchSampler.close`.
     """
-    source = open_image(image, bands=bands, level=level)
+    source: ImageSource = open_image(image, bands=bands, level=level)
     try:
         label_source = open_labels(
             labels, source, classes=classes, label_property=label_property, line_width=line_width

@@ -109,7 +109,7 @@ class GeoTiffImage:
         from rasterio.windows import Window
 
         _check_window(self, row, col, height, width)
-        window = Window(col, row, width, height)  # type: ignore[call-arg]
+        window = Window(col, row, width, height)
         pixels = self._dataset.read(list(self.bands), window=window).astype(np.float32)
         if self._nodata is not None:
             valid = ~np.all(pixels == np.float32(self._nodata), axis=0)
@@ -161,7 +161,7 @@ class SlideImage:
             raise InputError(f"slide bands must be among 1, 2, 3 (R, G, B); got {self.bands}")
         self.width, self.height = (int(v) for v in self._slide.level_dimensions[level])
         downsample = float(self._slide.level_downsamples[level])
-        self.crs = None
+        self.crs: CRS | None = None
         self.transform = Affine.scale(downsample)
         self._downsample = downsample
 

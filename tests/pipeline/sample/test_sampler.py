@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import shapely
@@ -21,6 +23,8 @@ from tests.pipeline.sample.synthetic import (
     write_geojson,
     write_geotiff,
 )
+
+SAMPLE = Path(__file__).resolve().parents[3] / "sample"
 
 
 class Recorder:
@@ -147,7 +151,7 @@ def test_same_seed_same_patches(tmp_path):
 
 
 def test_sampler_on_the_real_spacenet_chip():
-    scene = open_scene("sample/sample_geotiff.tif", "sample/geotiff_labels.geojson")
+    scene = open_scene(SAMPLE / "sample_geotiff.tif", SAMPLE / "geotiff_labels.geojson")
     sampler = PatchSampler([scene], patch=128, holdout=Holdout("cols", 0.8, 1.0), val_multiple=8)
     assert scene.image.crs.to_epsg() == 32616
     assert len(scene.labels.geometries) == 43
