@@ -99,7 +99,9 @@ def _measured_radius(model: UNet) -> int:
         for parameter in model.parameters():
             parameter.copy_(parameter.abs() + 0.01)
     reach = model.receptive_radius
-    size = model.valid_input_size(4 * reach + 3 * model.alignment)
+    # room for the reach on both sides of every perturbed pixel (plus the crop of a valid net)
+    crop = 2 * model.halo if model.padding == "valid" else 0
+    size = model.valid_input_size(2 * reach + 2 * model.alignment + 2 + crop)
     image = torch.rand(1, model.architecture.in_channels, size, size, dtype=torch.float64)
     with torch.no_grad():
         base = model(image)
