@@ -77,7 +77,11 @@ class PixelCounts:
 
 
 def pixel_metrics(
-    predicted: np.ndarray, truth: np.ndarray, *, classes: int = 1
+    predicted: np.ndarray,
+    truth: np.ndarray,
+    *,
+    classes: int = 1,
+    names: tuple[str, ...] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score one array of predicted class ids against true class ids.
 
@@ -87,6 +91,8 @@ def pixel_metrics(
         Same-shaped integer arrays; truth pixels equal to :data:`IGNORE` are not scored.
     classes
         Number of foreground classes.
+    names
+        Class names for the keys (default ``class_1``, ``class_2``...).
 
     Returns
     -------
@@ -101,4 +107,4 @@ def pixel_metrics(
     """
     counts = PixelCounts(classes)
     counts.update(np.asarray(predicted), np.asarray(truth))
-    return counts.to_dict()
+    return counts.to_dict(names)

@@ -372,9 +372,11 @@ def _evaluate_scenes(
         if probabilities.ndim == 2:
             predicted = (probabilities >= threshold).astype(np.uint8)
             classes = 1
+            names = tuple(metadata.classes)
         else:
             predicted = probabilities.argmax(0).astype(np.uint8)
             classes = probabilities.shape[0] - 1
+            names = tuple(metadata.classes[1:])
         truth = scene.labels.window(0, 0, image.height, image.width)
         truth = np.where(valid, truth, IGNORE)
         regions = {"whole": (slice(None), slice(None))}
@@ -393,7 +395,9 @@ def _evaluate_scenes(
         scene_result: dict[str, Any] = {}
         for region, index in regions.items():
             entry: dict[str, Any] = {
-                "pixels": pixel_metrics(predicted[index], truth[index], classes=classes)
+                "pixels": pixel_metrics(
+                    predicted[index], truth[index], classes=classes, names=names
+                )
             }
             if geometries is not None and classes == 1:
                 pred_in = (
