@@ -69,14 +69,16 @@ class SceneReport:
     tiles_total: int = 0
     megapixels: float = 0.0
     megapixels_computed: float = 0.0
+    predict_seconds: float = 0.0
     peak_worker_memory: int | None = None
     exports: list[ExportRecord] = field(default_factory=list)
     predict: dict[str, Any] | None = None
 
     @property
     def mpx_per_s(self) -> float:
-        """Megapixels computed per second of this scene's wall time."""
-        return self.megapixels_computed / self.seconds if self.seconds > 0 else 0.0
+        """Megapixels computed per second of this scene's prediction wall time."""
+        seconds = self.predict_seconds or self.seconds
+        return self.megapixels_computed / seconds if seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""

@@ -376,6 +376,7 @@ def _run_scene(
         counts = tile_counts(data)
         record.tiles_computed, record.tiles_skipped, record.tiles_resumed = counts[:3]
         record.tiles_total = counts[3]
+        record.predict_seconds = stage_seconds(data, ("total",))["total"]
         mpx = data.get("megapixels")
         if isinstance(mpx, int | float):
             record.megapixels_computed = float(mpx)

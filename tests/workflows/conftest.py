@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +120,51 @@ def write_workflow(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def local_client() -> Iterator[Any]:
+    """One small LocalCluster shared by the workflow tests (2 workers x 1 thread)."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        memory_limit="2GiB",
+    )
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def read_store(store: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Return a store's (probabilities, labels) arrays."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r")
+    return np.asarray(group["probabilities"][...]), np.asarray(group["labels"][...])
+
+
+def ledger(store: Path) -> np.ndarray:
+    """A store's tile ledger (0 pending, 1 done, 2 skipped), or an empty array if absent."""
+    import zarr
+
+    try:
+        return np.asarray(zarr.open_array(str(store / "tiles"), mode="r")[...])
+    except Exception:  # the store is being created
+        return np.zeros(0, np.uint8)
+
+
+def read_features(path: Path) -> list[tuple[str, str]]:
+    """GeoJSON features as sorted (geometry, properties) JSON strings, for equality checks."""
+    import json
+
+    data = json.loads(path.read_text())
+    return sorted(
+        (json.dumps(f["geometry"], sort_keys=True), json.dumps(f["properties"], sort_keys=True))
+        for f in data["features"]
+    )
