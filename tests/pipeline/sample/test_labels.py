@@ -1,5 +1,6 @@
 import sqlite3
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +8,14 @@ import shapely
 from affine import Affine
 
 from pipeline.errors import ConfigError, InputError
-from pipeline.sample import IGNORE, open_image, open_labels, rasterize_window, read_vectors
+from pipeline.sample import (
+    IGNORE,
+    open_image,
+    open_labels,
+    open_scene,
+    rasterize_window,
+    read_vectors,
+)
 from tests.pipeline.sample.synthetic import (
     ORIGIN,
     pixel_box,
@@ -133,3 +141,22 @@ def test_missing_and_unknown_label_files(tmp_path, utm_image):
     (tmp_path / "x.shp").write_text("")
     with pytest.raises(InputError, match="unknown format"):
         read_vectors(tmp_path / "x.shp")
+
+
+def test_slide_windows_and_pixel_coordinate_labels(tmp_path):
+    slide_path = Path(__file__).resolve().parents[2] / "data" / "wsi" / "CMU-1-Small-Region.svs"
+    if not slide_path.is_file():
+        pytest.skip("slide test data missing")
+    box = shapely.box(100, 50, 200, 150)  # level-0 pixels (QuPath GeoJSON has no CRS)
+    labels_path = write_geojson(tmp_path / "qupath.geojson", [box], crs=None)
+    scene = open_scene(slide_path, labels_path, bands=(1, 2, 3))
+    assert scene.image.crs is None and (scene.image.width, scene.image.height) == (2220, 2967)
+    window = scene.labels.window(40, 90, 128, 128)
+    expected = np.zeros((128, 128), np.uint8)
+    expected[10:110, 10:110] = 1
+    np.testing.assert_array_equal(window, expected)
+    pixels, valid = scene.image.read(1000, 1000, 64, 64)
+    assert pixels.shape == (3, 64, 64) and pixels.dtype == np.float32 and valid.any()
+    _, corner = scene.image.read(0, 0, 32, 32)  # slide background is white: not valid
+    assert corner.mean() < valid.mean()
+    scene.image.close()
