@@ -289,7 +289,10 @@ def _kind(geometries: np.ndarray) -> str:
 
 
 def _raster_truth_counts(
-    prediction: PredictionRaster, truth_path: Path, truth: VectorLabels | None
+    prediction: PredictionRaster,
+    truth_path: Path,
+    truth: VectorLabels | None,
+    line_width: float | None,
 ) -> dict[str, Any]:
     """Pixel metrics of a prediction raster against vector or raster truth, in strips."""
     from pipeline.sample.labels import RasterLabels, VectorLabelSource
@@ -297,7 +300,7 @@ def _raster_truth_counts(
     grid: Any = prediction
     if truth is not None:
         classes = prediction.classes
-        source: Any = VectorLabelSource(truth, grid, classes=classes, line_width=None)
+        source: Any = VectorLabelSource(truth, grid, classes=classes, line_width=line_width)
     else:
         source = RasterLabels(truth_path, grid)
     counts = PixelCounts(len(prediction.classes))
@@ -312,6 +315,41 @@ def _raster_truth_counts(
     return counts.to_dict(prediction.classes)
 
 
+def _read_truth(path: Path, prop: str | None, value: str | None) -> VectorLabels:
+    """Read true geometries, keeping those whose ``prop`` equals ``value`` when given."""
+    truth = read_vectors(path, prop=prop)
+    if value is None:
+        return truth
+    keep = np.array([str(v) == value for v in truth.values], dtype=bool)
+    return VectorLabels(
+        truth.geometries[keep],
+        tuple(v for v, k in zip(truth.values, keep, strict=True) if k),
+        truth.crs,
+    )
+
+
+def _predicted_vectors(
+    prediction: Path, raster: PredictionRaster | None, kind: str
+) -> VectorLabels:
+    """Read a vector prediction, or trace a (small) raster prediction's class 1."""
+    if raster is None:
+        return read_vectors(prediction)
+    if kind == "roads":
+        raise InputError(
+            f"road metrics need centre-lines; run gigaseg vectorize --centerlines on {prediction} "
+            "and evaluate that file (give the store as --mask for pixel metrics)"
+        )
+    if raster.height * raster.width > MAX_POLYGONIZE_PIXELS:
+        raise InputError(
+            f"{prediction} has {raster.height}x{raster.width} pixels, too many to trace in "
+            "memory; run gigaseg vectorize on it and evaluate the vector file"
+        )
+    polygons = mask_to_polygons(
+        raster.read(0, 0, raster.height, raster.width) == 1, raster.transform
+    )
+    return VectorLabels(polygons, (None,) * len(polygons), raster.crs)
+
+
 def evaluate(
     prediction: str | Path,
     truth: str | Path,
@@ -324,6 +362,7 @@ def evaluate(
     min_area: float = 0.0,
     truth_property: str | None = None,
     truth_class: str | None = None,
+    line_width: float | None = None,
 ) -> Evaluation:
     """Score a prediction against the truth.
 
@@ -348,6 +387,8 @@ def evaluate(
         Drop predicted polygons smaller than this (m²) before matching.
     truth_property, truth_class
         Keep only truth features whose ``truth_property`` equals ``truth_class``.
+    line_width
+        Width (metres) true lines are buffered to for pixel metrics (default ``2 * buffer``).
 
     Returns
     -------
@@ -357,14 +398,7 @@ def evaluate(
     prediction, truth = Path(prediction), Path(truth)
     truth_is_vector = truth.suffix.lower() in _VECTOR_SUFFIXES
     pred_is_vector = prediction.suffix.lower() in _VECTOR_SUFFIXES
-    truth_vectors = read_vectors(truth, prop=truth_property) if truth_is_vector else None
-    if truth_vectors is not None and truth_class is not None:
-        keep = np.array([str(v) == truth_class for v in truth_vectors.values], dtype=bool)
-        truth_vectors = VectorLabels(
-            truth_vectors.geometries[keep],
-            tuple(v for v, k in zip(truth_vectors.values, keep, strict=True) if k),
-            truth_vectors.crs,
-        )
+    truth_vectors = _read_truth(truth, truth_property, truth_class) if truth_is_vector else None
     if kind == "auto":
         kind = _kind(truth_vectors.geometries) if truth_vectors is not None else "pixels"
     if kind not in ("buildings", "roads", "pixels"):
@@ -374,7 +408,9 @@ def evaluate(
         raster = open_prediction_raster(prediction, threshold=threshold)
     elif mask is not None:
         raster = open_prediction_raster(mask, threshold=threshold)
-    pixels = _raster_truth_counts(raster, truth, truth_vectors) if raster is not None else None
+    pixels = None
+    if raster is not None:
+        pixels = _raster_truth_counts(raster, truth, truth_vectors, line_width or 2 * buffer)
     if kind == "pixels" or truth_vectors is None:
         if pixels is None:
             raise InputError(
@@ -382,20 +418,7 @@ def evaluate(
                 "(give mask=STORE or a vector truth)"
             )
         return Evaluation("pixels", str(prediction), str(truth), pixels=pixels)
-    if pred_is_vector or raster is None:
-        predicted = read_vectors(prediction)
-    else:
-        if raster.height * raster.width > MAX_POLYGONIZE_PIXELS:
-            raise InputError(
-                f"{prediction} has {raster.height}x{raster.width} pixels, too many to trace in "
-                "memory; run gigaseg vectorize on it and evaluate the vector file"
-            )
-        mask_array = raster.read(0, 0, raster.height, raster.width) == 1
-        predicted = VectorLabels(
-            mask_to_polygons(mask_array, raster.transform),
-            (None,) * int(mask_array.any()),
-            raster.crs,
-        )
+    predicted = _predicted_vectors(prediction, None if pred_is_vector else raster, kind)
     work = _working_crs(truth_vectors.crs, predicted.crs, geometries=truth_vectors.geometries)
     true_geoms = truth_vectors.to_crs(work).geometries
     pred_geoms = predicted.to_crs(work).geometries

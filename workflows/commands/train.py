@@ -438,7 +438,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("give a training config (YAML) or --image and --labels")
     config, base = load_config(args.config)
     config = _apply_flags(config, args)
-    command = "gigaseg train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
+    # The command line as typed, for the metrics file (only when run as ``gigaseg train``).
+    command = "gigaseg " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
     started = time.perf_counter()
     summary = run_training(
         config,

@@ -103,3 +103,18 @@ def test_vector_prediction_needs_a_mask_for_pixel_truth(tmp_path):
         evaluate(pred, truth)
     with pytest.raises(InputError, match="does not exist"):
         evaluate(tmp_path / "nope.tif", truth)
+
+
+def test_road_raster_needs_centre_lines_but_scores_pixels_with_a_mask(tmp_path):
+    y = ORIGIN[1] - 20.5
+    road = shapely.LineString([(ORIGIN[0], y), (ORIGIN[0] + 60, y)])
+    truth = write_geojson(tmp_path / "roads.geojson", [road])
+    labels = np.zeros((40, 60), np.uint8)
+    labels[18:23, :] = 1  # a 5 m wide road, centred on row 20
+    tif = write_geotiff(tmp_path / "roads.tif", labels, transform=TRANSFORM)
+    with pytest.raises(InputError, match="centre-lines"):
+        evaluate(tif, truth)
+    lines = write_geojson(tmp_path / "lines.geojson", [road])
+    result = evaluate(lines, truth, mask=tif, line_width=5.0)
+    assert result.lines.f1 == pytest.approx(1.0)
+    assert result.pixels["class_1"]["iou"] == pytest.approx(1.0)
