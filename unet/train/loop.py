@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -224,6 +225,13 @@ class _Run:
             self.best_score = float(state.get("best_score", -math.inf))
             self.best_epoch = int(state.get("best_epoch", 0))
             mean, std = metadata.mean, metadata.std
+            self.out.mkdir(parents=True, exist_ok=True)
+            earlier_best = Path(resume).with_name("best.safetensors")
+            if not self.best_path.exists():
+                if earlier_best.exists():  # resuming into a new folder: bring the best along
+                    shutil.copyfile(earlier_best, self.best_path)
+                else:  # no best to compare with: the next epoch writes one
+                    self.best_score = -math.inf
         elif self.last_path.exists() and not overwrite:
             raise OutputExistsError(
                 f"{self.out} already holds a training run (last.safetensors); pass resume= to "

@@ -73,6 +73,7 @@ def test_resume_continues_from_the_same_step(tmp_path):
         progress=False,
     )
     assert resumed.steps == 15
+    assert resumed.best.is_file()
     assert [e["epoch"] for e in resumed.history] == [1, 2, 3]
     for a, b in zip(straight.history, resumed.history, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7)
