@@ -176,3 +176,16 @@ def test_two_scenes_are_both_sampled(tmp_path):
     transform = Affine(1.0, 0, ORIGIN[0], 0, -1.0, ORIGIN[1])
     assert scenes[0].labels.window(0, 0, 48, 48).sum() > 0
     assert pixel_box(transform, 0, 0, 1, 1).area == 1.0
+
+
+def test_real_nodata_collar_is_avoided(tmp_path):
+    path = SAMPLE.parent / "tests" / "data" / "geotiff" / "RGB.byte.tif"
+    if not path.is_file():
+        pytest.skip("RGB.byte.tif test data missing")
+    labels = write_geojson(tmp_path / "none.geojson", [], crs="EPSG:32618")
+    scene = open_scene(path, labels, bands=(3, 2, 1))
+    sampler = PatchSampler([scene], patch=64, holdout=Holdout("rows", 0.0, 0.2), max_nodata=0.1)
+    rng = np.random.default_rng(0)
+    fractions = [(sampler.draw(rng).label == IGNORE).mean() for _ in range(40)]
+    assert max(fractions) <= 0.1  # the image is 32.6 % nodata collar
+    sampler.close()
