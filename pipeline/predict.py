@@ -17,6 +17,7 @@ import resource
 import sys
 import time
 import types
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
@@ -145,6 +146,7 @@ class TileJob:
     plan: TilePlan
     model: ModelRef
     store: str
+    run_id: str
     probabilities: str
     threshold: float
     batch: int
@@ -195,7 +197,8 @@ def run_tile(job: TileJob, source: Source) -> TileResult:
     infer_s = time.perf_counter() - start
     start = time.perf_counter()
     labels = to_labels(probs, job.model.info.activation, job.threshold)
-    write_core(job.store, job.plan.core, to_stored(probs, job.probabilities), labels)
+    stored = to_stored(probs, job.probabilities)
+    write_core(job.store, job.plan.core, stored, labels, job.run_id)
     write_s = time.perf_counter() - start
     return TileResult(
         job.plan.index, read_s, infer_s, write_s, _peak_rss(), predictor.precision, os.getpid()
@@ -326,6 +329,7 @@ class _Cluster:
             n_workers=n_workers,
             threads_per_worker=2,  # one task in the model, the next one reading
             processes=True,
+            host="127.0.0.1",
             dashboard_address=None,
             silence_logs=40,
         )
@@ -507,6 +511,7 @@ def predict(
         "threshold": float(threshold),
         "probabilities_dtype": probabilities,
         "software": {"gigaseg": _software_version()},
+        "run_id": uuid.uuid4().hex,
         **{k: v for k, v in src.georef.items() if v is not None},
     }
     ledger = create_store(
@@ -521,10 +526,18 @@ def predict(
         overwrite=overwrite,
     )
     report = PredictReport(store=store_path, source=src.name, tiles_total=len(grid))
-    todo = _split_tiles(grid, ledger, src, store_path, report)
+    todo = _split_tiles(grid, ledger, src, store_path, attrs["run_id"], report)
     ref = ModelRef(info, device=device, precision=precision)
     jobs = [
-        TileJob(grid.plan(r, c, patch), ref, store_path, probabilities, float(threshold), batch)
+        TileJob(
+            grid.plan(r, c, patch),
+            ref,
+            store_path,
+            attrs["run_id"],
+            probabilities,
+            float(threshold),
+            batch,
+        )
         for r, c in todo
     ]
     _execute(jobs, src, grid, report, workers, scheduler, client, progress, on_tile)
@@ -599,7 +612,7 @@ def _open_inputs(
 
 
 def _split_tiles(
-    grid: TileGrid, ledger: Any, src: Source, store_path: str, report: PredictReport
+    grid: TileGrid, ledger: Any, src: Source, store_path: str, run_id: str, report: PredictReport
 ) -> list[tuple[int, int]]:
     """Return the tiles to compute; mark those without data skipped in the ledger.
 
@@ -621,7 +634,7 @@ def _split_tiles(
             new_skips.append(index)
         else:
             todo.append(index)
-    mark_tiles(store_path, new_skips, SKIPPED)
+    mark_tiles(store_path, new_skips, SKIPPED, run_id)
     return todo
 
 
@@ -654,7 +667,7 @@ def _execute(
             report.workers = len(cluster.client.scheduler_info(n_workers=-1)["workers"])
             results = _run_distributed(cluster, jobs, job_source)
         for done, result in enumerate(results, start=1):
-            mark_tiles(report.store, [result.index], DONE)
+            mark_tiles(report.store, [result.index], DONE, jobs[0].run_id)
             report.tiles_computed += 1
             report.seconds["read"] += result.read_s
             report.seconds["infer"] += result.infer_s

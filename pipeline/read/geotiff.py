@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import InputError
-from pipeline.read.source import Source, Validity, cached_handle, parse_bands
+from pipeline.read.source import Source, Validity, cached_handle, file_stamp, parse_bands
 from pipeline.tile.grid import Window
 
 __all__ = ["GeoTiffSource", "open_dataset"]
@@ -74,7 +74,9 @@ class GeoTiffSource(Source):
             raise InputError(f"{self.path} is a corrupt or unreadable raster ({reason})") from None
 
     def _handle(self) -> tuple[Any, Any]:
-        return cached_handle(("rasterio", self.path), lambda: open_dataset(self.path))
+        return cached_handle(
+            ("rasterio", self.path, *file_stamp(self.path)), lambda: open_dataset(self.path)
+        )
 
     def _dataset(self) -> Any:
         return self._handle()[0]

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import ConfigError, InputError
-from pipeline.read.source import Source, Validity, cached_handle, parse_bands
+from pipeline.read.source import Source, Validity, cached_handle, file_stamp, parse_bands
 from pipeline.tile.grid import Window
 
 __all__ = ["SLIDE_SUFFIXES", "SlideSource", "open_slide"]
@@ -124,7 +124,8 @@ class SlideSource(Source):
 
     def _handle(self) -> tuple[Any, Any]:
         return cached_handle(
-            ("slide", self.backend, self.path), lambda: open_slide(self.path, self.backend)
+            ("slide", self.backend, self.path, *file_stamp(self.path)),
+            lambda: open_slide(self.path, self.backend),
         )
 
     def _slide(self) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,19 @@ from pipeline.errors import ConfigError
 from pipeline.tile.grid import Window
 from pipeline.tile.overlap import reflect_index
 
-__all__ = ["Source", "Validity", "cached_handle", "parse_bands"]
+__all__ = ["Source", "Validity", "cached_handle", "file_stamp", "parse_bands"]
 
 _HANDLES: dict[tuple[Any, ...], tuple[Any, threading.Lock]] = {}
 _HANDLES_LOCK = threading.Lock()
+
+
+def file_stamp(path: str) -> tuple[int, int]:
+    """``(mtime_ns, size)`` of a file, so a cached handle is not reused after a rewrite."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return (0, 0)
+    return (stat.st_mtime_ns, stat.st_size)
 
 
 def cached_handle(key: tuple[Any, ...], opener: Callable[[], Any]) -> tuple[Any, threading.Lock]:

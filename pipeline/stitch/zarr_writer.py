@@ -43,7 +43,7 @@ __all__ = [
 
 PENDING, DONE, SKIPPED = 0, 1, 2
 
-_OPEN: dict[str, Any] = {}
+_OPEN: dict[tuple[str, str], Any] = {}
 _OPEN_LOCK = threading.Lock()
 
 #: Attributes that must match for ``resume`` to reuse a store.
@@ -124,7 +124,7 @@ def create_store(
         if resume:
             _check_resume(store, attrs)
             group = zarr.open_group(str(store), mode="r+")
-            group.attrs.update({"status": "running"})
+            group.attrs.update({**attrs, "status": "running"})
             return np.asarray(group["tiles"][...], dtype=np.uint8)
         if not overwrite:
             raise OutputExistsError(
@@ -166,14 +166,19 @@ def create_store(
     return np.zeros(grid_shape, np.uint8)
 
 
-def open_store(path: str) -> Any:
-    """Return this process's handle on the store group (opened once per process)."""
+def open_store(path: str, run_id: str = "") -> Any:
+    """Return this process's handle on the store group, opened once per process and run.
+
+    ``run_id`` (a fresh token in the attributes of every run) keeps a worker that served an
+    earlier run on the same path from writing through stale array metadata after an overwrite.
+    """
     import zarr
 
+    key = (path, run_id)
     with _OPEN_LOCK:
-        if path not in _OPEN:
-            _OPEN[path] = zarr.open_group(path, mode="r+")
-        return _OPEN[path]
+        if key not in _OPEN:
+            _OPEN[key] = zarr.open_group(path, mode="r+")
+        return _OPEN[key]
 
 
 def write_core(
@@ -181,25 +186,28 @@ def write_core(
     core: Window,
     probabilities: npt.NDArray[Any],
     labels: npt.NDArray[np.uint8],
+    run_id: str = "",
 ) -> None:
     """Write one tile's core: exactly its own chunks, so no lock is needed."""
-    group = open_store(path)
+    group = open_store(path, run_id)
     rows, cols = core.to_slices()
     group["probabilities"][:, rows, cols] = probabilities
     group["labels"][rows, cols] = labels
 
 
-def mark_tiles(path: str, indices: list[tuple[int, int]], state: int) -> None:
+def mark_tiles(path: str, indices: list[tuple[int, int]], state: int, run_id: str = "") -> None:
     """Set ledger entries (one chunk each)."""
-    group = open_store(path)
+    group = open_store(path, run_id)
     ledger = group["tiles"]
     for row, col in indices:
         ledger[row, col] = state
 
 
 def set_status(path: str, status: str, **attrs: Any) -> None:
-    """Update the ``status`` attribute (and any others)."""
-    group = open_store(path)
+    """Update the ``status`` attribute (and any others), from the metadata on disk."""
+    import zarr
+
+    group = zarr.open_group(path, mode="r+")
     group.attrs.update({**attrs, "status": status})
 
 

@@ -161,4 +161,4 @@ def test_handles_are_cached_per_process(tmp_path):
     first = GeoTiffSource(path)
     second = GeoTiffSource(path)
     assert first._handle()[0] is second._handle()[0]
-    assert ("rasterio", str(path)) in source_module._HANDLES
+    assert ("rasterio", str(path), *source_module.file_stamp(str(path))) in source_module._HANDLES
