@@ -49,6 +49,14 @@ def save_tiny_model(
 
     torch.manual_seed(seed)
     model = unet.UNet(in_channels=in_channels, classes=1, base=base, depth=depth, norm="none")
+    # A random net outputs nearly constant logits; centre and stretch them on a synthetic
+    # image so that about half the pixels are labelled and the outlines are not trivial.
+    with torch.no_grad():
+        sample = torch.from_numpy((synthetic(128, 128, in_channels, seed=0) - 100.0) / 50.0)
+        logits = model(sample[None])
+        gain = 4.0 / float(logits.std())
+        model.head.weight.mul_(gain)
+        model.head.bias.copy_((model.head.bias - logits.median()) * gain)
     unet.save(
         model,
         path,
@@ -73,6 +81,15 @@ def deep_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("model") / "deep.safetensors", depth=4)
 
 
+def synthetic(height: int, width: int, bands: int, seed: int = 1) -> np.ndarray:
+    """Smooth blobs plus noise in 0..255 as float32 ``(bands, height, width)``."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:height, 0:width]
+    base = (np.sin(rows / 7.0) + np.cos(cols / 5.0)) * 60 + 128
+    layers = [np.clip(base + rng.normal(0, 20, base.shape), 0, 255) for _ in range(bands)]
+    return np.round(np.stack(layers)).astype(np.float32)
+
+
 def write_geotiff(
     path: Path, *, height: int = 64, width: int = 80, bands: int = 3, seed: int = 1
 ) -> Path:
@@ -80,12 +97,7 @@ def write_geotiff(
     import rasterio
     from affine import Affine
 
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0:height, 0:width]
-    base = (np.sin(rows / 7.0) + np.cos(cols / 5.0)) * 60 + 128
-    data = np.stack(
-        [np.clip(base + rng.normal(0, 20, base.shape), 0, 255) for _ in range(bands)]
-    ).astype(np.uint8)
+    data = synthetic(height, width, bands, seed).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
         path,

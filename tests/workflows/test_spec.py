@@ -217,7 +217,6 @@ def test_jobqueue_worker_processes() -> None:
 
 def test_export_formats_match_pipeline_vectorize() -> None:
     from pipeline.vectorize import FORMATS
-
     from workflows.spec import EXPORT_FORMATS, Export
 
     assert EXPORT_FORMATS == FORMATS
