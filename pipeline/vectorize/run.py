@@ -134,7 +134,7 @@ class _Runner:
             else:
                 n = workers or os.cpu_count() or 1
                 cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)  # fmt: skip
+                                       host="127.0.0.1", dashboard_address=None)  # fmt: skip
                 self._own.append(cluster)
                 self.client = Client(cluster)
             self._own.insert(0, self.client)

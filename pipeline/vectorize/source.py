@@ -335,7 +335,7 @@ def resolve_classes(
             in_names = not source.names or cid in source.names
             if cid < 1 or cid > max_id or not in_names:
                 raise ConfigError(
-                    f"class {value!r} is not in {source.path or 'the input'} "
+                    f"class {text!r} is not in {source.path or 'the input'} "
                     f"(classes: {known}; ids are 1..{max_id}, 0 is background)"
                 )
             ids.append(cid)
