@@ -318,14 +318,14 @@ class _Cluster:
         from distributed import Client, LocalCluster
 
         if scheduler is not None:
-            self.client = Client(scheduler)
+            self.client = Client(scheduler)  # type: ignore[no-untyped-call]
             self.owned.append(self.client)
             return
         default_workers, threads = _default_workers()
         n_workers = default_workers if workers is None else workers
         cores = os.cpu_count() or 1
         self.threads = threads if workers is None else max(1, cores // n_workers)
-        cluster = LocalCluster(
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=n_workers,
             threads_per_worker=2,  # one task in the model, the next one reading
             processes=True,
@@ -333,7 +333,7 @@ class _Cluster:
             dashboard_address=None,
             silence_logs=40,
         )
-        self.client = Client(cluster)
+        self.client = Client(cluster)  # type: ignore[no-untyped-call]
         self.owned += [self.client, cluster]
 
     def gpu_resources(self) -> dict[str, int] | None:
@@ -373,14 +373,15 @@ def _run_distributed(
         active.add(future)
         return future
 
-    stream = as_completed([submit(job) for job in _take(pending, 2 * cluster.slots())])
+    first = [submit(job) for job in _take(pending, 2 * cluster.slots())]
+    stream = as_completed(first)  # type: ignore[no-untyped-call]
     try:
         for future in stream:
             active.discard(future)
             result: TileResult = future.result()
             future.release()
             for job in _take(pending, 1):
-                stream.add(submit(job))
+                stream.add(submit(job))  # type: ignore[no-untyped-call]
             yield result
     finally:
         if active:

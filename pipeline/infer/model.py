@@ -98,7 +98,9 @@ def load_torchscript(path: str) -> tuple[Any, dict[str, Any]]:
 
     extra = {"gigaseg.json": ""}
     try:
-        module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+        module = torch.jit.load(  # type: ignore[no-untyped-call]
+            path, map_location="cpu", _extra_files=extra
+        )
     except Exception as exc:
         reason = " ".join(str(exc).split())[:200]
         raise CheckpointError(f"{path} is not a loadable TorchScript model ({reason})") from None

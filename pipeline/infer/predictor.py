@@ -85,7 +85,7 @@ def activate(logits: npt.NDArray[np.float32], activation: str) -> npt.NDArray[np
     shifted = logits - logits.max(axis=1, keepdims=True)
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=1, keepdims=True)
-    return shifted.astype(np.float32, copy=False)
+    return np.asarray(shifted, dtype=np.float32)
 
 
 class Predictor:
@@ -129,7 +129,7 @@ class Predictor:
             if isinstance(network, torch.nn.Module):
                 network.to(self.device)
                 if self.channels_last:
-                    network.to(memory_format=torch.channels_last)
+                    network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         mean, std = info.mean, info.std
         self.mean = None if mean is None else np.asarray(mean, np.float32)[None, :, None, None]
         self.std = None if std is None else np.asarray(std, np.float32)[None, :, None, None]

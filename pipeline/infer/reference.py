@@ -55,4 +55,4 @@ def reference_predict(
     padded = reflect_pad(image, (halo, halo), (size_rows - height - halo, size_cols - width - halo))
     out = forward(padded[None])[0]
     off = halo if padding == "same" else 0
-    return out[:, off : off + height, off : off + width]
+    return np.asarray(out[:, off : off + height, off : off + width], dtype=np.float32)

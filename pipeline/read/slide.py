@@ -158,9 +158,10 @@ class SlideSource(Source):
             box = Window(
                 window.row_off * k, window.col_off * k, window.height * k, window.width * k
             )
-            data = self._read_level(box).astype(np.float32)
-            data = data.reshape(3, window.height, k, window.width, k).mean(axis=(2, 4))
-            return np.rint(data).astype(np.uint8)[index]
+            pixels = self._read_level(box).astype(np.float32)
+            mean = pixels.reshape(3, window.height, k, window.width, k).mean(axis=(2, 4))
+            resampled: npt.NDArray[Any] = np.rint(mean).astype(np.uint8)[index]
+            return resampled
         rows = np.minimum(
             ((np.arange(window.row_off, window.row_stop) + 0.5) * self.factor).astype(int), lh - 1
         )
@@ -170,7 +171,8 @@ class SlideSource(Source):
         r0, c0 = int(rows[0]), int(cols[0])
         box = Window(r0, c0, int(rows[-1]) - r0 + 1, int(cols[-1]) - c0 + 1)
         data = self._read_level(box)
-        return data[:, (rows - r0)[:, None], (cols - c0)[None, :]][index]
+        nearest: npt.NDArray[Any] = data[:, (rows - r0)[:, None], (cols - c0)[None, :]][index]
+        return nearest
 
     def validity(self, max_size: int = 1024) -> Validity | None:
         """Tissue mask: Otsu threshold of a thumbnail (tissue is darker than the glass)."""
@@ -182,7 +184,7 @@ class SlideSource(Source):
         gray = thumb.astype(np.float32).mean(axis=-1)
         if float(gray.max() - gray.min()) < 8:
             return None  # flat thumbnail: no contrast to threshold, keep every tile
-        mask = gray < threshold_otsu(gray)
+        mask = gray < threshold_otsu(gray)  # type: ignore[no-untyped-call]
         height, width = self.shape
         return Validity(mask, (height / mask.shape[0], width / mask.shape[1]))
 

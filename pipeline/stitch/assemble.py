@@ -25,8 +25,9 @@ def parse_probabilities(name: str) -> str:
 def to_stored(probs: npt.NDArray[np.float32], dtype: str) -> npt.NDArray[Any]:
     """Encode probabilities in ``[0, 1]`` as ``dtype`` (uint8: ``round(p * 255)``)."""
     if dtype == "uint8":
-        return np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return probs.astype(dtype)
+        encoded: npt.NDArray[Any] = np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return encoded
+    return np.asarray(probs, dtype=dtype)
 
 
 def to_labels(
@@ -34,5 +35,5 @@ def to_labels(
 ) -> npt.NDArray[np.uint8]:
     """Class ids: ``p >= threshold`` for one sigmoid channel, else the argmax (0 = background)."""
     if activation == "sigmoid" and probs.shape[0] == 1:
-        return (probs[0] >= threshold).astype(np.uint8)
-    return np.argmax(probs, axis=0).astype(np.uint8)
+        return np.asarray(probs[0] >= threshold, dtype=np.uint8)
+    return np.asarray(np.argmax(probs, axis=0), dtype=np.uint8)

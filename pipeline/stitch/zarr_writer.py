@@ -125,7 +125,8 @@ def create_store(
             _check_resume(store, attrs)
             group = zarr.open_group(str(store), mode="r+")
             group.attrs.update({**attrs, "status": "running"})
-            return np.asarray(group["tiles"][...], dtype=np.uint8)
+            tiles: Any = group["tiles"]
+            return np.asarray(tiles[...], dtype=np.uint8)
         if not overwrite:
             raise OutputExistsError(
                 f"{store} already exists; use --overwrite to replace it or --resume to finish it"
