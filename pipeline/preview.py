@@ -123,7 +123,7 @@ def _store_labels(store: Path, shape: tuple[int, int]) -> tuple[np.ndarray, floa
     return out, downsample
 
 
-def _geometries_from_json(features: list[dict[str, Any]]) -> list[tuple[Any, int]]:
+def _geometries_from_json(features: list[dict[str, Any]]) -> list[tuple[Any, tuple[int, ...]]]:
     import shapely
 
     out = []
@@ -132,21 +132,20 @@ def _geometries_from_json(features: list[dict[str, Any]]) -> list[tuple[Any, int
         if not geom:
             continue
         props = feat.get("properties") or {}
-        cid = props.get("class_id")
-        if cid is None:
-            name = (props.get("classification") or {}).get("name", "")
-            cid = 1 + (abs(hash(name)) % 8) if name else 1
-        out.append((shapely.from_geojson(json.dumps(geom)), int(cid)))
+        color = (props.get("classification") or {}).get("color")
+        if color is None:
+            color = class_color(int(props.get("class_id") or 1))
+        out.append((shapely.from_geojson(json.dumps(geom)), tuple(int(c) for c in color[:3])))
     return out
 
 
-def read_vectors(path: str | Path) -> tuple[list[tuple[Any, int]], str | None, bool]:
+def read_vectors(path: str | Path) -> tuple[list[tuple[Any, tuple[int, ...]]], str | None, bool]:
     """Read outlines from any format vectorize writes.
 
     Returns
     -------
     features, crs, lonlat
-        ``(geometry, class_id)`` pairs; the CRS of the coordinates (``None`` for pixels);
+        ``(geometry, rgb)`` pairs (class colour); the CRS of the coordinates (``None`` for pixels);
         whether they are GeoJSON lon/lat (EPSG:4326).
     """
     file = Path(path)
@@ -163,7 +162,8 @@ def read_vectors(path: str | Path) -> tuple[list[tuple[Any, int]], str | None, b
         crs = json.dumps(column["crs"]) if column.get("crs") else None
         geoms = shapely.from_wkb(table.column("geometry").to_pylist())
         cids = table.column("class_id").to_pylist() if "class_id" in table.column_names else None
-        return [(g, int(c or 1)) for g, c in zip(geoms, cids or [1] * len(geoms), strict=True)], crs, False
+        pairs = zip(geoms, cids or [1] * len(geoms), strict=True)
+        return [(g, class_color(int(c or 1))) for g, c in pairs], crs, False
     if name.endswith((".gpkg", ".fgb")):
         import pyogrio.raw
         import shapely
@@ -172,7 +172,8 @@ def read_vectors(path: str | Path) -> tuple[list[tuple[Any, int]], str | None, b
         geoms = shapely.from_wkb(wkb)
         names = list(meta["fields"])
         cids = fields[names.index("class_id")] if "class_id" in names else np.ones(len(geoms))
-        return [(g, int(c)) for g, c in zip(geoms, cids, strict=True)], meta.get("crs"), False
+        pairs = zip(geoms, cids, strict=True)
+        return [(g, class_color(int(c))) for g, c in pairs], meta.get("crs"), False
     text = file.read_text(encoding="utf-8")
     named_crs = None
     try:
@@ -266,9 +267,9 @@ def render_preview(
 
         feats, crs, lonlat = read_vectors(vectors)
         draw = ImageDraw.Draw(canvas)
-        for geom, cid in feats:
+        for geom, rgb in feats:
             pix = _to_thumbnail_pixels(geom, thumb, crs, lonlat)
-            color = (*class_color(cid), 255)
+            color = (*rgb, 255)
             for part in shapely.get_parts(pix):
                 rings = [part] if part.geom_type == "LineString" else [part.exterior, *part.interiors]
                 for ring in rings:
