@@ -330,7 +330,7 @@ class _Cluster:
             threads_per_worker=2,  # one task in the model, the next one reading
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=40,
         )
         self.client = Client(cluster)  # type: ignore[no-untyped-call]
