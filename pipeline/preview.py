@@ -71,7 +71,7 @@ def read_thumbnail(path: str | Path, size: int = 1024) -> Thumbnail:
         import tiffslide
 
         with tiffslide.TiffSlide(str(image)) as slide:
-            width, height = slide.dimensions
+            width, _ = slide.dimensions
             thumb = np.asarray(slide.get_thumbnail((size, size)).convert("RGB"))
         return Thumbnail(thumb, thumb.shape[1] / width)
     import rasterio
@@ -105,7 +105,7 @@ def _store_labels(store: Path, shape: tuple[int, int]) -> tuple[np.ndarray, floa
     """Store labels nearest-resampled to ``shape``, read one chunk row at a time."""
     import zarr
 
-    group = zarr.open_group(str(store), mode="r")
+    group: Any = zarr.open_group(str(store), mode="r")
     if "labels" not in set(group.array_keys()):
         raise InputError(f"store {store} has no labels to draw")
     labels = group["labels"]
@@ -271,7 +271,9 @@ def render_preview(
             pix = _to_thumbnail_pixels(geom, thumb, crs, lonlat)
             color = (*rgb, 255)
             for part in shapely.get_parts(pix):
-                rings = [part] if part.geom_type == "LineString" else [part.exterior, *part.interiors]
+                rings = (
+                    [part] if part.geom_type == "LineString" else [part.exterior, *part.interiors]
+                )
                 for ring in rings:
                     xy = [tuple(p) for p in np.asarray(ring.coords)]
                     if len(xy) >= 2:

@@ -35,7 +35,7 @@ def check_output(path: str | Path, *, overwrite: bool = False) -> Path:
 
 
 def temporary_path(path: Path) -> Path:
-    """A hidden sibling of ``path`` (same file system, so the final rename is atomic)."""
+    """Return a hidden sibling of ``path`` (same file system, so the final rename is atomic)."""
     suffix = "".join(path.suffixes[-1:])  # keep the extension: GDAL drivers check it
     stem = path.name[: len(path.name) - len(suffix)]
     return path.with_name(f".{stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
@@ -43,4 +43,4 @@ def temporary_path(path: Path) -> Path:
 
 def commit(tmp: Path, path: Path) -> None:
     """Rename the finished temporary file to its final name (replacing an old one)."""
-    os.replace(tmp, path)
+    tmp.replace(path)

@@ -25,7 +25,7 @@ _PALETTE = [
 
 
 def class_color(class_id: int) -> tuple[int, int, int]:
-    """A stable RGB colour for a class id (QuPath classifications, previews)."""
+    """Return a stable RGB colour for a class id (QuPath classifications, previews)."""
     return _PALETTE[(int(class_id) - 1) % len(_PALETTE)]
 
 

@@ -10,8 +10,7 @@ double precision), so memory does not grow with the number of features.
 from __future__ import annotations
 
 import json
-from typing import IO, Any
-
+from typing import IO
 
 import shapely
 

@@ -34,7 +34,7 @@ def arrow_schema(schema: Schema, *, geometry_name: str = "geometry") -> pa.Schem
 def to_record_batch(
     batch: FeatureBatch, schema: Schema, arrow: pa.Schema, *, geometry_name: str = "geometry"
 ) -> pa.RecordBatch:
-    """A feature batch as an Arrow record batch (NaN floats become nulls)."""
+    """Convert a feature batch to an Arrow record batch (NaN floats become nulls)."""
     arrays = []
     for f in schema.fields:
         values = batch.columns[f.name]

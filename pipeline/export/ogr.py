@@ -59,7 +59,7 @@ class OGRWriter(FileWriter):
                 item = self._queue.get()
                 if item is _END:
                     return
-                yield item  # type: ignore[misc]
+                yield item  # type: ignore[misc,unused-ignore]
 
         def run() -> None:
             try:

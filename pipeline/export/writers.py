@@ -35,7 +35,7 @@ _TARGETS = {
 
 
 def target_of(fmt: str) -> str:
-    """The coordinate frame a format is written in (``wgs84``, ``source`` or ``pixel``)."""
+    """Return the coordinate frame a format is written in (``wgs84``, ``source`` or ``pixel``)."""
     return _TARGETS[fmt]
 
 

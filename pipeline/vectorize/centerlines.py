@@ -43,7 +43,7 @@ def skeleton_segments(
     """
     from skimage.morphology import skeletonize
 
-    skel = skeletonize(mask.astype(bool))
+    skel = skeletonize(mask.astype(bool))  # type: ignore[no-untyped-call]
     h, w = skel.shape
     rows = np.arange(h)[:, None] + row_off
     cols = np.arange(w)[None, :] + col_off

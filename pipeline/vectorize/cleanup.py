@@ -14,7 +14,7 @@ __all__ = ["fill_holes", "polygonal_part", "simplify_valid"]
 
 
 def polygonal_part(geom: BaseGeometry) -> BaseGeometry:
-    """The Polygon/MultiPolygon part of a geometry (empty Polygon if there is none)."""
+    """Return the Polygon/MultiPolygon part of a geometry (empty Polygon if there is none)."""
     if geom.geom_type in ("Polygon", "MultiPolygon"):
         return geom
     parts = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon")]

@@ -49,7 +49,7 @@ class ChunkTrace:
     border: np.ndarray
 
     def subset(self, keep: np.ndarray) -> ChunkTrace:
-        """The polygons selected by a boolean mask or index array."""
+        """Return the polygons selected by a boolean mask or index array."""
         return ChunkTrace(
             self.geometry[keep],
             self.class_id[keep],

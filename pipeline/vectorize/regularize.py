@@ -19,6 +19,7 @@ returned with every result so the export can report it per feature.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import shapely
@@ -27,6 +28,14 @@ from shapely.geometry.base import BaseGeometry
 from pipeline.vectorize.cleanup import polygonal_part, simplify_valid
 
 __all__ = ["dominant_angle", "iou", "regularize_building"]
+
+
+@dataclass
+class _Run:
+    """Consecutive edges of one kind: H(orizontal), V(ertical) or D(iagonal, kept)."""
+
+    kind: str
+    edges: list[tuple[np.ndarray, np.ndarray, float]]
 
 
 def iou(a: BaseGeometry, b: BaseGeometry) -> float:
@@ -56,7 +65,8 @@ def dominant_angle(ring: np.ndarray) -> float:
 
 def _rotate(xy: np.ndarray, angle: float) -> np.ndarray:
     c, s = math.cos(angle), math.sin(angle)
-    return xy @ np.array([[c, s], [-s, c]])
+    rotated: np.ndarray = xy @ np.array([[c, s], [-s, c]])
+    return rotated
 
 
 def _intersect(p: np.ndarray, u: np.ndarray, q: np.ndarray, v: np.ndarray) -> np.ndarray | None:
@@ -64,7 +74,8 @@ def _intersect(p: np.ndarray, u: np.ndarray, q: np.ndarray, v: np.ndarray) -> np
     if abs(cross) < 1e-9:
         return None
     t = ((q[0] - p[0]) * v[1] - (q[1] - p[1]) * v[0]) / cross
-    return p + t * u
+    hit: np.ndarray = p + t * u
+    return hit
 
 
 def _square_ring(xy: np.ndarray, snap: float, min_edge: float) -> np.ndarray | None:
@@ -74,7 +85,7 @@ def _square_ring(xy: np.ndarray, snap: float, min_edge: float) -> np.ndarray | N
     if n < 3:
         return None
     edges = [(pts[i], pts[(i + 1) % n]) for i in range(n)]
-    runs: list[dict[str, object]] = []
+    runs: list[_Run] = []
     for a, b in edges:
         d = b - a
         length = float(np.hypot(*d))
@@ -88,7 +99,7 @@ def _square_ring(xy: np.ndarray, snap: float, min_edge: float) -> np.ndarray | N
             if abs(ang - math.pi / 2) <= snap
             else "D"
         )
-        runs.append({"kind": kind, "edges": [(a, b, length)]})
+        runs.append(_Run(kind, [(a, b, length)]))
     runs = _merge_runs(runs)
     # drop runs whose squared edge comes out shorter than min_edge, shortest first
     for _ in range(len(runs)):
@@ -99,7 +110,7 @@ def _square_ring(xy: np.ndarray, snap: float, min_edge: float) -> np.ndarray | N
             return corners
         lengths = np.hypot(*np.diff(corners, axis=0).T)
         # a short diagonal between two walls is a cut corner: it must be 3x longer to stay
-        limits = np.array([3 * min_edge if r["kind"] == "D" else min_edge for r in runs])
+        limits = np.array([3 * min_edge if r.kind == "D" else min_edge for r in runs])
         shortest = int(np.argmin(lengths / limits))
         if lengths[shortest] >= limits[shortest]:
             return corners
@@ -108,19 +119,19 @@ def _square_ring(xy: np.ndarray, snap: float, min_edge: float) -> np.ndarray | N
     return None
 
 
-def _corners(runs: list[dict[str, object]]) -> np.ndarray:
+def _corners(runs: list[_Run]) -> np.ndarray:
     """Corners of a squared ring: intersections of consecutive run lines (closed)."""
     lines = []
     for r in runs:
-        es = r["edges"]
-        w = np.array([e[2] for e in es])  # type: ignore[union-attr]
-        mids = np.array([(e[0] + e[1]) / 2 for e in es])  # type: ignore[union-attr]
-        if r["kind"] == "H":
+        es = r.edges
+        w = np.array([e[2] for e in es])
+        mids = np.array([(e[0] + e[1]) / 2 for e in es])
+        if r.kind == "H":
             lines.append((np.array([0.0, np.average(mids[:, 1], weights=w)]), np.array([1.0, 0.0])))
-        elif r["kind"] == "V":
+        elif r.kind == "V":
             lines.append((np.array([np.average(mids[:, 0], weights=w), 0.0]), np.array([0.0, 1.0])))
         else:
-            a, b = es[0][0], es[-1][1]  # type: ignore[index]
+            a, b = es[0][0], es[-1][1]
             d = b - a
             lines.append((a, d / np.hypot(*d)))
     out = []
@@ -129,25 +140,25 @@ def _corners(runs: list[dict[str, object]]) -> np.ndarray:
         q, v = lines[i]
         hit = _intersect(p, u, q, v)
         if hit is None:  # parallel neighbours (two diagonals): keep the original corner
-            hit = runs[i]["edges"][0][0]  # type: ignore[index]
+            hit = runs[i].edges[0][0]
         out.append(hit)
     out.append(out[0])
     return np.asarray(out)
 
 
-def _merge_runs(runs: list[dict[str, object]]) -> list[dict[str, object]]:
+def _merge_runs(runs: list[_Run]) -> list[_Run]:
     """Merge consecutive H/H and V/V runs, cyclically."""
     if not runs:
         return runs
-    merged: list[dict[str, object]] = []
+    merged: list[_Run] = []
     for r in runs:
-        if merged and r["kind"] != "D" and merged[-1]["kind"] == r["kind"]:
-            merged[-1] = {"kind": r["kind"], "edges": merged[-1]["edges"] + r["edges"]}  # type: ignore[operator]
+        if merged and r.kind != "D" and merged[-1].kind == r.kind:
+            merged[-1] = _Run(r.kind, merged[-1].edges + r.edges)
         else:
             merged.append(r)
-    if len(merged) > 1 and merged[0]["kind"] != "D" and merged[0]["kind"] == merged[-1]["kind"]:
+    if len(merged) > 1 and merged[0].kind != "D" and merged[0].kind == merged[-1].kind:
         last = merged.pop()
-        merged[0] = {"kind": last["kind"], "edges": last["edges"] + merged[0]["edges"]}  # type: ignore[operator]
+        merged[0] = _Run(last.kind, last.edges + merged[0].edges)
     return merged
 
 
@@ -160,7 +171,7 @@ def _regularize_polygon(
     ext = np.asarray(simple.exterior.coords)
     angle = dominant_angle(ext)
     centre = np.asarray(simple.centroid.coords[0])
-    rings = []
+    rings: list[np.ndarray] = []
     for ring in [simple.exterior, *simple.interiors]:
         local = _rotate(np.asarray(ring.coords) - centre, -angle)
         squared = _square_ring(local, snap, min_edge)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.export import FeatureBatch, check_output, open_writer, target_of
+from pipeline.export import FeatureBatch, FileWriter, check_output, open_writer, target_of
 from pipeline.vectorize.centerlines import prune_spurs
 from pipeline.vectorize.georef import Target
+from pipeline.vectorize.polygons import ChunkTrace
 from pipeline.vectorize.seams import merge_border_pieces
 from pipeline.vectorize.settings import VectorizeSettings, parse_format
 from pipeline.vectorize.source import LabelSource, open_labels, resolve_classes
 from pipeline.vectorize.tasks import (
-    ChunkResult,
     Job,
     finish_lines,
     finish_polygons,
@@ -67,7 +67,7 @@ class VectorizeReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as plain JSON types."""
+        """Return the report as plain JSON types."""
         out = asdict(self)
         out["shape"] = list(self.shape)
         return out
@@ -130,13 +130,18 @@ class _Runner:
             from distributed import Client, LocalCluster
 
             if scheduler:
-                self.client = Client(scheduler)
+                self.client = Client(scheduler)  # type: ignore[no-untyped-call]
             else:
                 n = workers or os.cpu_count() or 1
-                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)  # fmt: skip
+                cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                    n_workers=n,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                )
                 self._own.append(cluster)
-                self.client = Client(cluster)
+                self.client = Client(cluster)  # type: ignore[no-untyped-call]
             self._own.insert(0, self.client)
 
     @property
@@ -145,7 +150,7 @@ class _Runner:
             return 0
         return len(self.client.scheduler_info().get("workers", {})) or 1
 
-    def map(self, func: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
+    def map(self, func: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
         """Run ``func(*args)`` for each args tuple, yielding results in completion order."""
         if self.client is None:
             import rasterio
@@ -159,12 +164,12 @@ class _Runner:
         limit = max(2, 2 * self.workers)
         pending = iter(calls)
         first = [self.client.submit(func, *a, pure=False) for a in _take(pending, limit)]
-        done = as_completed(first)
+        done = as_completed(first)  # type: ignore[no-untyped-call]
         for future in done:
             result = future.result()
             future.release()
             for args in _take(pending, 1):
-                done.add(self.client.submit(func, *args, pure=False))
+                done.add(self.client.submit(func, *args, pure=False))  # type: ignore[no-untyped-call]
             yield result
 
     def close(self) -> None:
@@ -188,10 +193,10 @@ def _finish_merged(job: Job, geoms: np.ndarray, cls: np.ndarray, px: np.ndarray,
 
 
 def vectorize(
-    input: str | os.PathLike[str] | np.ndarray,  # noqa: A002 - the contract's name
+    input: str | os.PathLike[str] | np.ndarray,
     out: str | os.PathLike[str],
     *,
-    format: str | None = None,  # noqa: A002 - the contract's name
+    format: str | None = None,
     classes: Sequence[str | int] | None = None,
     threshold: float | None = None,
     min_area: float = 0.0,
@@ -265,121 +270,151 @@ def vectorize(
         connectivity=connectivity, min_area=min_area, fill_holes=fill_holes,
         simplify=simplify, regularize=regularize, centerlines=centerlines,
     )  # fmt: skip
-    fmt = parse_format(format, out)
-    out_path = check_output(out, overwrite=overwrite)
+    fmt = parse_format(format, Path(out))
+    out_path = check_output(Path(out), overwrite=overwrite)
     source = open_labels(input if isinstance(input, np.ndarray) else Path(input),
                          threshold=threshold)  # fmt: skip
-    selected = resolve_classes(source, list(classes) if classes else None)
     side = int(chunk) if chunk else _default_chunk(source)
     if side < 1:
         raise ConfigError(f"chunk must be a positive number of pixels, got {chunk}")
     if halo < 0:
         raise ConfigError(f"halo must be >= 0 pixels, got {halo}")
-    names = dict(source.names)
-    roads = _pick_classes(names, selected, "road") if settings.centerlines else ()
-    buildings: tuple[int, ...] = ()
-    if settings.regularize:
-        buildings = tuple(c for c in _pick_classes(names, selected, "building") if c not in roads)
-        if not buildings and not roads:
-            buildings = (1,)
-    target: Target = target_of(fmt)  # type: ignore[assignment]
-    job = Job(
-        source=without_array(source), settings=settings, classes=selected, roads=roads,
-        buildings=buildings, target=target, pixel_size=_pixel_size(source), halo=int(halo),
-        spur=float(spur_length), names=names,
-    )  # fmt: skip
+    job = _make_job(source, settings, classes, fmt, int(halo), float(spur_length))
     grid = plan_chunks(source.shape, side)
-    calls = []
-    for i, (rows, cols) in enumerate(grid):
-        data = None
-        if source.array is not None:
-            h = job.halo if job.roads else 0
-            r0, r1 = max(rows[0] - h, 0), min(rows[1] + h, source.shape[0])
-            c0, c1 = max(cols[0] - h, 0), min(cols[1] + h, source.shape[1])
-            data = source.read((r0, r1), (c0, c1), probabilities=source.has_probabilities)
-        calls.append((job, i, rows, cols, data))
-
     runner = _Runner(workers, scheduler, client)
     report = VectorizeReport(
         input=str(input if not isinstance(input, np.ndarray) else "<array>"),
         output=str(out_path), format=fmt, shape=source.shape, chunk=side, chunks=len(grid),
         connectivity=settings.connectivity, workers=runner.workers,
     )  # fmt: skip
-    writer = open_writer(out_path, fmt, job.schema(), object_type=object_type)
-    per_class: dict[int, int] = {}
-
-    def emit(batch: FeatureBatch) -> None:
-        writer.write(batch)
-        if len(batch):
-            ids, counts = np.unique(batch.columns["class_id"], return_counts=True)
-            for c, n in zip(ids.tolist(), counts.tolist(), strict=True):
-                per_class[c] = per_class.get(c, 0) + n
-
+    sink = _Sink(open_writer(out_path, fmt, job.schema(), object_type=object_type), report)
+    times = [t0, 0.0, 0.0, 0.0]
+    stage = {"read": 0.0, "trace": 0.0, "finish": 0.0}
     try:
         from tqdm import tqdm
 
-        border: list[tuple[int, Any]] = []
+        border: list[tuple[int, ChunkTrace]] = []
         lines: list[Any] = []
-        stage = {"read": 0.0, "trace": 0.0, "finish": 0.0}
-        t_trace = time.perf_counter()
+        times[1] = time.perf_counter()
         bar = tqdm(total=len(grid), desc="vectorize", unit="chunk", disable=not progress)
-        result: ChunkResult
-        for result in runner.map(trace_task, calls):
-            emit(result.features)
+        for result in runner.map(trace_task, _chunk_calls(job, source, grid)):
+            sink.emit(result.features, result.dropped)
             if len(result.border.geometry):
                 border.append((result.index, result.border))
-            if len(result.lines):
-                lines.extend(result.lines.tolist())
-            report.dropped_min_area += result.dropped
+            lines.extend(result.lines.tolist())
             for k, v in result.seconds.items():
                 stage[k] += v
             bar.update(1)
         bar.close()
-        t_merge = time.perf_counter()
-        report.border_pieces = int(sum(len(b.geometry) for _, b in border))
-        if border:
-            merged = merge_border_pieces(
-                np.concatenate([b.geometry for _, b in border]),
-                np.concatenate([b.class_id for _, b in border]),
-                np.concatenate([np.full(len(b.geometry), i) for i, b in border]),
-                np.concatenate([b.pixels for _, b in border]),
-                None if border[0][1].prob_sum is None
-                else np.concatenate([b.prob_sum for _, b in border]),  # type: ignore[misc]
-                connectivity=settings.connectivity,
-            )  # fmt: skip
-            border.clear()
-            report.merged_features = len(merged.geometry)
-            batches = []
-            for s in range(0, len(merged.geometry), _FINISH_BATCH):
-                sl = slice(s, s + _FINISH_BATCH)
-                batches.append((job, merged.geometry[sl], merged.class_id[sl], merged.pixels[sl],
-                                None if merged.prob_sum is None else merged.prob_sum[sl]))  # fmt: skip
-            for batch, dropped in runner.map(_finish_merged, batches):
-                emit(batch)
-                report.dropped_min_area += dropped
-        if lines:
-            for cid in sorted({c for c, _ in lines}):
-                joined = prune_spurs(np.asarray([g for c, g in lines if c == cid], object),
-                                     job.spur)  # fmt: skip
-                emit(finish_lines(job, joined, np.full(len(joined), cid)))
-                report.lines += len(joined)
-        t_write = time.perf_counter()
-        writer.close()
-        report.skipped = int(getattr(writer, "skipped", 0))
+        times[2] = time.perf_counter()
+        _merge_border(job, border, runner, sink)
+        _join_lines(job, lines, sink)
+        times[3] = time.perf_counter()
+        sink.writer.close()
+        report.skipped = int(getattr(sink.writer, "skipped", 0))
     except BaseException:
-        writer.abort()
+        sink.writer.abort()
         raise
     finally:
         runner.close()
-    report.features = writer.count
-    report.per_class = {job.name(c): n for c, n in sorted(per_class.items())}
+    report.features = sink.writer.count
+    report.per_class = {job.name(c): n for c, n in sorted(sink.per_class.items())}
     t_end = time.perf_counter()
     report.seconds = {
-        "setup": round(t_trace - t0, 3),
-        "trace_wall": round(t_merge - t_trace, 3),
-        "merge_and_lines": round(t_write - t_merge, 3),
-        "close": round(t_end - t_write, 3),
+        "setup": round(times[1] - t0, 3),
+        "trace_wall": round(times[2] - times[1], 3),
+        "merge_and_lines": round(times[3] - times[2], 3),
+        "close": round(t_end - times[3], 3),
         "total": round(t_end - t0, 3),
         **{f"workers_{k}": round(v, 3) for k, v in stage.items()},
     }
     return report
+
+
+def _make_job(
+    source: LabelSource,
+    settings: VectorizeSettings,
+    classes: Sequence[str | int] | None,
+    fmt: str,
+    halo: int,
+    spur: float,
+) -> Job:
+    selected = resolve_classes(source, list(classes) if classes else None)
+    names = dict(source.names)
+    roads = _pick_classes(names, selected, "road") if settings.centerlines else ()
+    buildings: tuple[int, ...] = ()
+    if settings.regularize:
+        buildings = tuple(c for c in _pick_classes(names, selected, "building") if c not in roads)
+    target: Target = target_of(fmt)  # type: ignore[assignment]
+    return Job(
+        source=without_array(source), settings=settings, classes=selected, roads=roads,
+        buildings=buildings, target=target, pixel_size=_pixel_size(source), halo=halo,
+        spur=spur, names=names,
+    )  # fmt: skip
+
+
+def _chunk_calls(
+    job: Job, source: LabelSource, grid: list[tuple[tuple[int, int], tuple[int, int]]]
+) -> Iterator[tuple[Any, ...]]:
+    """Task arguments per chunk; in-memory sources ship their window with the task."""
+    h = job.halo if job.roads else 0
+    height, width = source.shape
+    for i, (rows, cols) in enumerate(grid):
+        data = None
+        if source.array is not None:
+            r0, r1 = max(rows[0] - h, 0), min(rows[1] + h, height)
+            c0, c1 = max(cols[0] - h, 0), min(cols[1] + h, width)
+            data = source.read((r0, r1), (c0, c1), probabilities=source.has_probabilities)
+        yield (job, i, rows, cols, data)
+
+
+class _Sink:
+    """The writer plus the per-class counts of what went into it."""
+
+    def __init__(self, writer: FileWriter, report: VectorizeReport) -> None:
+        self.writer = writer
+        self.report = report
+        self.per_class: dict[int, int] = {}
+
+    def emit(self, batch: FeatureBatch, dropped: int = 0) -> None:
+        self.writer.write(batch)
+        self.report.dropped_min_area += dropped
+        if len(batch):
+            ids, counts = np.unique(batch.columns["class_id"], return_counts=True)
+            for c, n in zip(ids.tolist(), counts.tolist(), strict=True):
+                self.per_class[c] = self.per_class.get(c, 0) + n
+
+
+def _merge_border(
+    job: Job, border: list[tuple[int, ChunkTrace]], runner: _Runner, sink: _Sink
+) -> None:
+    """Join border pieces across seams, finish them on the workers, write them."""
+    sink.report.border_pieces = int(sum(len(b.geometry) for _, b in border))
+    if not border:
+        return
+    sums = [b.prob_sum for _, b in border]
+    merged = merge_border_pieces(
+        np.concatenate([b.geometry for _, b in border]),
+        np.concatenate([b.class_id for _, b in border]),
+        np.concatenate([np.full(len(b.geometry), i) for i, b in border]),
+        np.concatenate([b.pixels for _, b in border]),
+        None if any(x is None for x in sums) else np.concatenate(sums),  # type: ignore[arg-type]
+        connectivity=job.settings.connectivity,
+    )
+    border.clear()
+    sink.report.merged_features = len(merged.geometry)
+    batches = []
+    for s in range(0, len(merged.geometry), _FINISH_BATCH):
+        sl = slice(s, s + _FINISH_BATCH)
+        ps = None if merged.prob_sum is None else merged.prob_sum[sl]
+        batches.append((job, merged.geometry[sl], merged.class_id[sl], merged.pixels[sl], ps))
+    for batch, dropped in runner.map(_finish_merged, batches):
+        sink.emit(batch, dropped)
+
+
+def _join_lines(job: Job, lines: list[Any], sink: _Sink) -> None:
+    """Join skeleton lines of all chunks per road class, prune spurs, write them."""
+    for cid in sorted({c for c, _ in lines}):
+        joined = prune_spurs(np.asarray([g for c, g in lines if c == cid], object), job.spur)
+        sink.emit(finish_lines(job, joined, np.full(len(joined), cid)))
+        sink.report.lines += len(joined)

@@ -122,6 +122,6 @@ def merge_border_pieces(
         pixels=np.bincount(group, weights=pixels, minlength=count).astype(np.int64),
         prob_sum=None
         if prob_sum is None
-        else np.bincount(group, weights=prob_sum, minlength=count),  # fmt: skip
+        else np.bincount(group, weights=prob_sum, minlength=count),
         pieces=sizes,
     )

@@ -103,18 +103,18 @@ class LabelSource:
         else:
             import zarr
 
-            node = zarr.open(str(self.path), mode="r")
+            node: Any = zarr.open(str(self.path), mode="r")
             if self.kind == "zarr":
                 arr = node
                 raw = np.asarray(arr[..., r0:r1, c0:c1]).reshape(r1 - r0, c1 - c0)
             else:
                 name = "probabilities" if self.threshold is not None else "labels"
-                arr = node[name]  # type: ignore[index]
+                arr = node[name]
                 raw = np.asarray(arr[..., r0:r1, c0:c1])
                 if raw.ndim == 3:
                     raw = raw[0]
                 if probabilities and self.prob_channels and self.threshold is None:
-                    probs = _unit(np.asarray(node["probabilities"][:, r0:r1, c0:c1]))  # type: ignore[index]
+                    probs = _unit(np.asarray(node["probabilities"][:, r0:r1, c0:c1]))
         if self.nodata is not None and self.threshold is None:
             raw = np.where(raw == self.nodata, 0, raw)
         if self.threshold is None:
@@ -136,7 +136,7 @@ def _unit(values: np.ndarray) -> np.ndarray:
 def _as_labels(raw: np.ndarray) -> np.ndarray:
     if raw.dtype in (np.uint8, np.uint16, np.int16, np.int32):
         return raw
-    if raw.dtype == np.bool_ or raw.dtype == np.int8:
+    if raw.dtype in (np.bool_, np.int8):
         return raw.astype(np.uint8)
     return raw.astype(np.int32)
 
@@ -237,7 +237,7 @@ def _open_zarr(path: Path, threshold: float | None) -> LabelSource:
         )  # fmt: skip
     import zarr
 
-    group = zarr.open_group(str(path), mode="r")
+    group: Any = zarr.open_group(str(path), mode="r")
     attrs = dict(group.attrs)
     members = set(group.array_keys())
     status = attrs.get("status")

@@ -79,7 +79,7 @@ class Job:
         return tuple(fields)
 
     def schema(self) -> Schema:
-        """The writer schema."""
+        """Return the writer schema."""
         kind = "mixed" if self.roads else "polygon"
         if self.roads and self.classes is not None and set(self.classes) <= set(self.roads):
             kind = "line"
@@ -180,7 +180,7 @@ def _line_ids(lines: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def finish_lines(job: Job, lines: np.ndarray, class_id: np.ndarray) -> FeatureBatch:
-    """Joined centre-lines (pixel coordinates) -> simplified output features with lengths."""
+    """Turn joined centre-lines (pixel coordinates) into simplified output features with lengths."""
     frame = job.source.frame
     if len(lines) == 0:
         return _batch(job, np.empty(0, object), {})
@@ -256,7 +256,7 @@ def trace_task(
     border = trace.subset(trace.border)
     lines = np.empty(0, object)
     if job.roads:
-        parts = []
+        parts: list[tuple[int, shapely.LineString]] = []
         for cid in job.roads:
             mask = labels == cid
             if mask.any():
@@ -271,7 +271,7 @@ def trace_task(
 
 
 def without_array(source: LabelSource) -> LabelSource:
-    """The source without its in-memory array (sent per chunk instead)."""
+    """Return the source without its in-memory array (sent per chunk instead)."""
     return replace(source, array=None)
 
 
