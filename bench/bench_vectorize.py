@@ -48,7 +48,9 @@ def make_raster(path: Path, size: int, objects: int, *, band: int = 2048) -> Non
             block = np.zeros((bottom - top, size), np.uint8)
             sel = np.flatnonzero((r < bottom) & (r + h > top))
             for i in sel:
-                block[max(r[i] - top, 0) : min(r[i] + h[i] - top, bottom - top), c[i] : c[i] + w[i]] = cls[i]
+                block[
+                    max(r[i] - top, 0) : min(r[i] + h[i] - top, bottom - top), c[i] : c[i] + w[i]
+                ] = cls[i]
             ds.write(block, 1, window=rasterio.windows.Window(0, top, size, bottom - top))
 
 
@@ -108,8 +110,10 @@ def compare(ref: list, parquet: Path, width: int) -> tuple[int, int, float, bool
     geoms[:] = [shape(g) for g, _ in ref]
     classes = np.array([int(v) for _, v in ref])
     # stable ids are defined on pixel coordinates: undo the affine (0.5 m, no rotation)
-    px = shapely.transform(geoms, lambda xy: np.column_stack([(xy[:, 0] - 700000.0) / 0.5,
-                                                              (xy[:, 1] - 3800000.0) / -0.5]))
+    px = shapely.transform(
+        geoms,
+        lambda xy: np.column_stack([(xy[:, 0] - 700000.0) / 0.5, (xy[:, 1] - 3800000.0) / -0.5]),
+    )
     ref_ids = stable_ids(px, width)
     table = pq.read_table(parquet, columns=["id", "class_id", "geometry"])
     got_ids = table.column("id").to_numpy()
@@ -120,7 +124,11 @@ def compare(ref: list, parquet: Path, width: int) -> tuple[int, int, float, bool
     same_cls = same_ids and bool(
         np.array_equal(table.column("class_id").to_numpy()[order], classes[ref_order])
     )
-    diff = float(shapely.area(shapely.symmetric_difference(got[order], geoms[ref_order])).max()) if same_ids else float("nan")
+    diff = (
+        float(shapely.area(shapely.symmetric_difference(got[order], geoms[ref_order])).max())
+        if same_ids
+        else float("nan")
+    )
     return len(ref), len(got), diff, same_cls
 
 
@@ -159,8 +167,13 @@ def main() -> int:
     parser.add_argument("--chunk", type=int, default=2048)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rss-sizes", type=int, nargs="*", default=None,
-                        help="raster sizes for the peak-RSS table (objects scale with area)")
+    parser.add_argument(
+        "--rss-sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="raster sizes for the peak-RSS table (objects scale with area)",
+    )
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
     print("$ " + " ".join([Path(sys.executable).name, *sys.argv]))
@@ -175,7 +188,9 @@ def main() -> int:
             tif = tmp / "labels.tif"
             t0 = time.perf_counter()
             make_raster(tif, args.size, args.objects)
-            print(f"raster {args.size}² with {args.objects} rectangles written in {time.perf_counter() - t0:.1f} s")
+            print(
+                f"raster {args.size}² with {args.objects} rectangles written in {time.perf_counter() - t0:.1f} s"
+            )
             rows = []
             with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                               host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
@@ -192,18 +207,24 @@ def main() -> int:
                         detail = report.to_dict()
                     del ref
             print()
-            print(f"| {args.size}² labels, {args.workers} workers, chunk {args.chunk} | median | runs |")
+            print(
+                f"| {args.size}² labels, {args.workers} workers, chunk {args.chunk} | median | runs |"
+            )
             print("|---|---|---|")
             names = ["whole-raster shapes, 1 process (s)", f"chunked vectorize, {args.workers} workers (s)",
                      "speed-up (whole / chunked)"]  # fmt: skip
             for i, name in enumerate(names):
                 vals = [r[i] for r in rows]
-                print(f"| {name} | {statistics.median(vals):.2f} | {', '.join(f'{v:.2f}' for v in vals)} |")
+                print(
+                    f"| {name} | {statistics.median(vals):.2f} | {', '.join(f'{v:.2f}' for v in vals)} |"
+                )
             print()
             print(f"identity: reference {n_ref} polygons, chunked {n_got}; same ids and classes: {same}; "
                   f"max symmetric-difference area {diff} m²")  # fmt: skip
-            print(f"chunked run detail: border pieces {detail['border_pieces']} -> merged "
-                  f"{detail['merged_features']}; seconds {detail['seconds']}")
+            print(
+                f"chunked run detail: border pieces {detail['border_pieces']} -> merged "
+                f"{detail['merged_features']}; seconds {detail['seconds']}"
+            )
             n, t_json, t_pq = write_formats(tmp / "out.parquet", tmp, args.repeats)
             print()
             print(f"| writing {n} features (same batches) | median s | features/s |")
@@ -214,7 +235,9 @@ def main() -> int:
             (tmp / "labels.tif").unlink()
         if args.rss_sizes:
             print()
-            print(f"| raster | objects | chunk | wall s | peak RSS driver | peak RSS largest worker | peak RSS total ({args.workers} workers) |")
+            print(
+                f"| raster | objects | chunk | wall s | peak RSS driver | peak RSS largest worker | peak RSS total ({args.workers} workers) |"
+            )
             print("|---|---|---|---|---|---|---|")
             for size in args.rss_sizes:
                 objects = int(args.objects * (size / args.size) ** 2)

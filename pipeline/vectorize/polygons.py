@@ -206,10 +206,12 @@ def stable_ids(geoms: np.ndarray, width: int) -> np.ndarray:
     a pixel that belongs to it; a pixel belongs to one polygon, so the id is unique, and it
     does not depend on the chunk size, the worker count or the order of completion.
     """
-    out = np.empty(len(geoms), np.int64)
-    for i, geom in enumerate(geoms):
-        xy = shapely.get_coordinates(geom)
-        top = xy[:, 1].min()
-        left = xy[xy[:, 1] == top, 0].min()
-        out[i] = int(top) * width + int(left)
+    if len(geoms) == 0:
+        return np.empty(0, np.int64)
+    xy, index = shapely.get_coordinates(geoms, return_index=True)
+    # sort by (polygon, y, x): the first vertex of each polygon is its top-left corner
+    order = np.lexsort((xy[:, 0], xy[:, 1], index))
+    first = order[np.r_[0, np.flatnonzero(np.diff(index[order])) + 1]]
+    out = np.zeros(len(geoms), np.int64)
+    out[index[first]] = xy[first, 1].astype(np.int64) * width + xy[first, 0].astype(np.int64)
     return out

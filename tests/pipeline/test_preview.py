@@ -50,11 +50,19 @@ def test_slide_preview_with_store_mask_and_qupath_outlines(tmp_path: Path) -> No
     labels[100:200, 100:300] = 1
     group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
     group.create_array("labels", shape=labels.shape, chunks=(128, 128), dtype="uint8")[:] = labels
-    group.attrs.update({"source": str(slide), "classes": ["tumour"], "status": "complete",
-                        "mpp": 2.0, "downsample": 4.0})
+    group.attrs.update(
+        {
+            "source": str(slide),
+            "classes": ["tumour"],
+            "status": "complete",
+            "mpp": 2.0,
+            "downsample": 4.0,
+        }
+    )
     vectorize(tmp_path / "s.zarr", tmp_path / "c.qupath.geojson", workers=0, progress=False)
-    png = render_preview(tmp_path / "s.zarr", tmp_path / "p.png",
-                         vectors=tmp_path / "c.qupath.geojson", size=400)
+    png = render_preview(
+        tmp_path / "s.zarr", tmp_path / "p.png", vectors=tmp_path / "c.qupath.geojson", size=400
+    )
     with Image.open(png) as image:
         assert image.size == (round(2220 * 400 / 2967), 400)
     drawn = np.argwhere(_red(png))
@@ -67,7 +75,9 @@ def test_store_without_its_image_and_missing_files(tmp_path: Path) -> None:
     group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
     group.create_array("labels", shape=(8, 8), chunks=(8, 8), dtype="uint8")
     group.attrs.update({"source": "/nowhere/scene.tif", "status": "complete"})
-    with pytest.raises(InputError, match=r"names source image '/nowhere/scene.tif', which is not there"):
+    with pytest.raises(
+        InputError, match=r"names source image '/nowhere/scene.tif', which is not there"
+    ):
         render_preview(tmp_path / "s.zarr", tmp_path / "p.png")
     with pytest.raises(InputError, match=r"image .*nope.tif does not exist"):
         read_thumbnail(tmp_path / "nope.tif")

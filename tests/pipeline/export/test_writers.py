@@ -15,25 +15,39 @@ from pyproj import CRS
 from pipeline.errors import ConfigError
 from pipeline.export import FeatureBatch, Field, Schema, open_writer
 
-FIELDS = (Field("id", "int"), Field("class_id", "int"), Field("class", "str"),
-          Field("area_m2", "float"), Field("mean_probability", "float"))
+FIELDS = (
+    Field("id", "int"),
+    Field("class_id", "int"),
+    Field("class", "str"),
+    Field("area_m2", "float"),
+    Field("mean_probability", "float"),
+)
 UTM = CRS.from_epsg(32616).to_wkt()
 
 
 def _batch() -> FeatureBatch:
     cw_square = shapely.Polygon([(0, 0), (0, 10), (10, 10), (10, 0)])  # clockwise exterior
-    holed = shapely.Polygon([(20, 0), (30, 0), (30, 10), (20, 10)], [[(22, 2), (24, 2), (24, 4), (22, 4)]])
+    holed = shapely.Polygon(
+        [(20, 0), (30, 0), (30, 10), (20, 10)], [[(22, 2), (24, 2), (24, 4), (22, 4)]]
+    )
     multi = shapely.MultiPolygon([shapely.box(40, 0, 41, 1), shapely.box(41, 1, 42, 2)])
     geoms = np.array([cw_square, holed, multi], object)
-    return FeatureBatch(geoms, {
-        "id": np.array([7, 8, 9]), "class_id": np.array([1, 1, 2]),
-        "class": np.array(["building", "building", "road"], object),
-        "area_m2": np.array([100.0, 96.0, 2.0]), "mean_probability": np.array([0.9, np.nan, 0.7]),
-    })
+    return FeatureBatch(
+        geoms,
+        {
+            "id": np.array([7, 8, 9]),
+            "class_id": np.array([1, 1, 2]),
+            "class": np.array(["building", "building", "road"], object),
+            "area_m2": np.array([100.0, 96.0, 2.0]),
+            "mean_probability": np.array([0.9, np.nan, 0.7]),
+        },
+    )
 
 
 def _write(path: Path, fmt: str, crs: str | None = "EPSG:4326", **kw: str) -> None:
-    writer = open_writer(path, fmt, Schema(FIELDS, crs, "polygon", {1: "building", 2: "road"}), **kw)
+    writer = open_writer(
+        path, fmt, Schema(FIELDS, crs, "polygon", {1: "building", 2: "road"}), **kw
+    )
     writer.write(_batch())
     writer.write(_batch())
     writer.close()
@@ -95,9 +109,16 @@ def test_ogr_formats_read_back(tmp_path: Path, fmt: str, ext: str) -> None:
 def test_qupath_rules(tmp_path: Path) -> None:
     out = tmp_path / "x.qupath.geojson"
     batch = _batch()
-    bad = FeatureBatch(np.array([shapely.Polygon([(0, 0), (2, 2), (2, 0), (0, 2)]),
-                                 shapely.LineString([(0, 0), (1, 1)])], object),
-                       {k: v[:2] for k, v in batch.columns.items()})
+    bad = FeatureBatch(
+        np.array(
+            [
+                shapely.Polygon([(0, 0), (2, 2), (2, 0), (0, 2)]),
+                shapely.LineString([(0, 0), (1, 1)]),
+            ],
+            object,
+        ),
+        {k: v[:2] for k, v in batch.columns.items()},
+    )
     writer = open_writer(out, "qupath", Schema(FIELDS, None), object_type="annotation")
     writer.write(batch)
     writer.write(bad)
@@ -119,8 +140,15 @@ def test_qupath_rules(tmp_path: Path) -> None:
         open_writer(tmp_path / "y.qupath.geojson", "qupath", Schema(FIELDS), object_type="cell")
 
 
-@pytest.mark.parametrize(("fmt", "ext"), [("geojson", "geojson"), ("geoparquet", "parquet"),
-                                          ("gpkg", "gpkg"), ("qupath", "qupath.geojson")])
+@pytest.mark.parametrize(
+    ("fmt", "ext"),
+    [
+        ("geojson", "geojson"),
+        ("geoparquet", "parquet"),
+        ("gpkg", "gpkg"),
+        ("qupath", "qupath.geojson"),
+    ],
+)
 def test_final_name_only_when_complete(tmp_path: Path, fmt: str, ext: str) -> None:
     out = tmp_path / f"x.{ext}"
     writer = open_writer(out, fmt, Schema(FIELDS, "EPSG:4326"))

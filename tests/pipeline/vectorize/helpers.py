@@ -23,7 +23,11 @@ def reference(labels: np.ndarray, connectivity: int) -> dict[int, tuple[int, Any
     rasterio traces an 8-connected diagonal touch as one self-touching ring; make_valid
     gives the same point set as a valid (Multi)Polygon, which is what we compare against.
     """
-    src = labels if labels.dtype in (np.uint8, np.uint16, np.int16, np.int32) else labels.astype(np.int32)
+    src = (
+        labels
+        if labels.dtype in (np.uint8, np.uint16, np.int16, np.int32)
+        else labels.astype(np.int32)
+    )
     geoms, values = [], []
     for geom, value in shapes(src, mask=labels > 0, connectivity=connectivity):
         geoms.append(shapely.make_valid(shapely.geometry.shape(geom)))
@@ -44,16 +48,21 @@ def read_parquet(path: Path) -> dict[int, tuple[int, Any, dict[str, Any]]]:
     return {int(r["id"]): (int(r["class_id"]), g, r) for r, g in zip(rows, geoms, strict=True)}
 
 
-def chunked(labels: np.ndarray, chunk: int, connectivity: int, **kwargs: Any) -> dict[int, tuple[int, Any, dict[str, Any]]]:
+def chunked(
+    labels: np.ndarray, chunk: int, connectivity: int, **kwargs: Any
+) -> dict[int, tuple[int, Any, dict[str, Any]]]:
     """Vectorize an array in-process to GeoParquet (pixel frame) and read it back."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.parquet"
-        vectorize(labels, out, chunk=chunk, connectivity=connectivity, workers=0, progress=False,
-                  **kwargs)
+        vectorize(
+            labels, out, chunk=chunk, connectivity=connectivity, workers=0, progress=False, **kwargs
+        )
         return read_parquet(out)
 
 
-def assert_same(labels: np.ndarray, got: dict[int, tuple[int, Any, dict[str, Any]]], connectivity: int) -> None:
+def assert_same(
+    labels: np.ndarray, got: dict[int, tuple[int, Any, dict[str, Any]]], connectivity: int
+) -> None:
     """Same polygons per class, zero symmetric difference, every geometry valid."""
     ref = reference(labels, connectivity)
     for cid in np.unique(labels[labels > 0]):
@@ -69,6 +78,7 @@ def assert_same(labels: np.ndarray, got: dict[int, tuple[int, Any, dict[str, Any
 
 
 # ---- raster factories -------------------------------------------------------------------
+
 
 def blobs(shape: tuple[int, int], seed: int, classes: int = 1, sigma: float = 2.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -115,14 +125,27 @@ def spiral(shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def write_geotiff(path: Path, data: np.ndarray, *, crs: str | None = "EPSG:32616",
-                  transform: Affine | None = None, nodata: float | None = None,
-                  tags: dict[str, str] | None = None) -> Path:
+def write_geotiff(
+    path: Path,
+    data: np.ndarray,
+    *,
+    crs: str | None = "EPSG:32616",
+    transform: Affine | None = None,
+    nodata: float | None = None,
+    tags: dict[str, str] | None = None,
+) -> Path:
     bands = data[None] if data.ndim == 2 else data
     with rasterio.open(
-        path, "w", driver="GTiff", width=bands.shape[2], height=bands.shape[1],
-        count=bands.shape[0], dtype=bands.dtype, crs=crs,
-        transform=transform or Affine(0.5, 0, 733601.0, 0, -0.5, 3725139.0), nodata=nodata,
+        path,
+        "w",
+        driver="GTiff",
+        width=bands.shape[2],
+        height=bands.shape[1],
+        count=bands.shape[0],
+        dtype=bands.dtype,
+        crs=crs,
+        transform=transform or Affine(0.5, 0, 733601.0, 0, -0.5, 3725139.0),
+        nodata=nodata,
     ) as ds:
         ds.write(bands)
         if tags:

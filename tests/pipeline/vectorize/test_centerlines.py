@@ -31,13 +31,18 @@ def road_tif(tmp_path_factory: pytest.TempPathFactory) -> Path:
     labels = rasterize(ROADS, out_shape=(150, 200), dtype="uint8")
     labels[10:20, 10:20] = 2  # a building, traced as a polygon
     path = tmp_path_factory.mktemp("roads") / "roads.tif"
-    return write_geotiff(path, labels, transform=Affine(0.5, 0, 733601.0, 0, -0.5, 3725139.0),
-                         tags={"classes": '["background", "road", "building"]'})
+    return write_geotiff(
+        path,
+        labels,
+        transform=Affine(0.5, 0, 733601.0, 0, -0.5, 3725139.0),
+        tags={"classes": '["background", "road", "building"]'},
+    )
 
 
 def _run(tif: Path, out: Path, chunk: int) -> list[dict]:
-    vectorize(tif, out, chunk=chunk, workers=0, progress=False, centerlines=True,
-              format="geojsonseq")
+    vectorize(
+        tif, out, chunk=chunk, workers=0, progress=False, centerlines=True, format="geojsonseq"
+    )
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -50,7 +55,9 @@ def test_centerlines_do_not_break_at_chunk_seams(road_tif: Path, tmp_path: Path)
         lines = [f for f in chunked if f["geometry"]["type"] == "LineString"]
         assert len(lines) == len(lines_whole)
         total = sum(f["properties"]["length_m"] for f in lines)
-        assert total == pytest.approx(sum(f["properties"]["length_m"] for f in lines_whole), rel=1e-6)
+        assert total == pytest.approx(
+            sum(f["properties"]["length_m"] for f in lines_whole), rel=1e-6
+        )
         assert {f["id"] for f in lines} == {f["id"] for f in lines_whole}
         polys = [f for f in chunked if f["geometry"]["type"] == "Polygon"]
         assert len(polys) == 1 and polys[0]["properties"]["class"] == "building"

@@ -13,7 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.features import rasterize, shapes
 
-from pipeline.vectorize import dominant_angle, fill_holes, regularize_building, simplify_valid, vectorize
+from pipeline.vectorize import (
+    dominant_angle,
+    fill_holes,
+    regularize_building,
+    simplify_valid,
+    vectorize,
+)
 
 from .helpers import blobs, chunked
 
@@ -37,7 +43,11 @@ def test_simplify_keeps_validity_and_count(seed: int, tolerance: float) -> None:
 
 
 def test_fill_holes_threshold() -> None:
-    ring = shapely.box(0, 0, 10, 10).difference(shapely.box(2, 2, 3, 3)).difference(shapely.box(5, 5, 8, 8))
+    ring = (
+        shapely.box(0, 0, 10, 10)
+        .difference(shapely.box(2, 2, 3, 3))
+        .difference(shapely.box(5, 5, 8, 8))
+    )
     assert len(fill_holes(ring, 2.0).interiors) == 1
     assert len(fill_holes(ring, 10.0).interiors) == 0
     assert fill_holes(ring, 0.0) is ring
@@ -55,7 +65,9 @@ def test_regularized_rectangle_has_right_angles_and_high_iou(angle: float) -> No
     traced = _traced(truth)
     out, score = regularize_building(traced, 1.0)
     assert out.is_valid
-    assert score == pytest.approx(shapely.intersection(out, traced).area / shapely.union(out, traced).area)
+    assert score == pytest.approx(
+        shapely.intersection(out, traced).area / shapely.union(out, traced).area
+    )
     assert score > 0.9
     xy = np.asarray(out.exterior.coords)
     assert len(xy) == 5  # four corners
@@ -75,8 +87,10 @@ def test_regularized_l_shape_keeps_its_six_corners() -> None:
 
 
 def test_vectorize_regularize_reports_iou_per_feature(tmp_path: Path) -> None:
-    houses = [shapely.affinity.rotate(shapely.box(x, y, x + 14, y + 9), a)
-              for x, y, a in [(5, 5, 10), (30, 8, 35), (10, 40, 60), (40, 40, 0)]]
+    houses = [
+        shapely.affinity.rotate(shapely.box(x, y, x + 14, y + 9), a)
+        for x, y, a in [(5, 5, 10), (30, 8, 35), (10, 40, 60), (40, 40, 0)]
+    ]
     labels = rasterize(houses, out_shape=(64, 64), dtype="uint8")
     out = tmp_path / "houses.parquet"
     vectorize(labels, out, chunk=20, workers=0, progress=False, regularize=True)

@@ -20,8 +20,16 @@ from .helpers import assert_same, blobs, read_parquet, write_geotiff
 def test_local_cluster_equals_whole_raster_trace(tmp_path: Path) -> None:
     labels = blobs((96, 80), seed=11, classes=2)
     tif = write_geotiff(tmp_path / "labels.tif", labels, crs=None)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         report = vectorize(tif, tmp_path / "out.parquet", chunk=24, client=client, progress=False)
     gc.collect()
     assert report.workers == 2

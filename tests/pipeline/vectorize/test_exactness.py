@@ -25,7 +25,9 @@ STRUCTURED = {
 @pytest.mark.parametrize("connectivity", [4, 8])
 @pytest.mark.parametrize("chunk", [7, 16, 37])
 @pytest.mark.parametrize("name", list(STRUCTURED))
-def test_structured_rasters_equal_whole_raster_trace(name: str, chunk: int, connectivity: int) -> None:
+def test_structured_rasters_equal_whole_raster_trace(
+    name: str, chunk: int, connectivity: int
+) -> None:
     labels = STRUCTURED[name]()
     got = chunked(labels, chunk, connectivity)
     assert_same(labels, got, connectivity)
@@ -45,12 +47,15 @@ def test_objects_spanning_chunks_are_merged() -> None:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    labels=arrays(np.uint8, st.tuples(st.integers(1, 20), st.integers(1, 20)),
-                  elements=st.integers(0, 3)),
+    labels=arrays(
+        np.uint8, st.tuples(st.integers(1, 20), st.integers(1, 20)), elements=st.integers(0, 3)
+    ),
     chunk=st.integers(2, 9),
     connectivity=st.sampled_from([4, 8]),
 )
-def test_random_rasters_equal_whole_raster_trace(labels: np.ndarray, chunk: int, connectivity: int) -> None:
+def test_random_rasters_equal_whole_raster_trace(
+    labels: np.ndarray, chunk: int, connectivity: int
+) -> None:
     assert_same(labels, chunked(labels, chunk, connectivity), connectivity)
 
 
@@ -63,10 +68,15 @@ def test_random_blobs_with_probabilities(seed: int, chunk: int, connectivity: in
     pieces = []
     for r in range(0, labels.shape[0], chunk):
         for c in range(0, labels.shape[1], chunk):
-            t = trace_chunk(labels[r : r + chunk, c : c + chunk], row_off=r, col_off=c,
-                            shape=labels.shape, connectivity=connectivity,
-                            probabilities=probs[:, r : r + chunk, c : c + chunk],
-                            channel_of={1: 1, 2: 2})
+            t = trace_chunk(
+                labels[r : r + chunk, c : c + chunk],
+                row_off=r,
+                col_off=c,
+                shape=labels.shape,
+                connectivity=connectivity,
+                probabilities=probs[:, r : r + chunk, c : c + chunk],
+                channel_of={1: 1, 2: 2},
+            )
             pieces.append((len(pieces), t))
     border = [(i, t.subset(t.border)) for i, t in pieces]
     merged = merge_border_pieces(

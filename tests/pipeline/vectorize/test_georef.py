@@ -31,7 +31,9 @@ def test_geojson_vertices_are_pyproj_transforms_of_pixel_corners(tmp_path: Path)
     to_wgs = Transformer.from_crs("EPSG:32616", "EPSG:4326", always_xy=True)
     feats = _features(out)
     assert feats
-    xy = np.concatenate([shapely.get_coordinates(shapely.geometry.shape(f["geometry"])) for f in feats])
+    xy = np.concatenate(
+        [shapely.get_coordinates(shapely.geometry.shape(f["geometry"])) for f in feats]
+    )
     x, y = to_utm.transform(xy[:, 0], xy[:, 1])
     col = (np.asarray(x) - UTM.c) / UTM.a
     row = (np.asarray(y) - UTM.f) / UTM.e

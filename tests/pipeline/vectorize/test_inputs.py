@@ -19,17 +19,27 @@ from .helpers import assert_same, blobs, read_parquet, write_geotiff
 GDAL_UTM = [733601.0, 0.5, 0.0, 3725139.0, 0.0, -0.5]
 
 
-def make_store(path: Path, labels: np.ndarray, probs: np.ndarray, *, classes: list[str],
-               status: str = "complete", chunk: int = 16, **attrs: object) -> Path:
+def make_store(
+    path: Path,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    *,
+    classes: list[str],
+    status: str = "complete",
+    chunk: int = 16,
+    **attrs: object,
+) -> Path:
     """A store laid out as DESIGN.md says, built directly (no dependency on predict)."""
     group = zarr.open_group(str(path), mode="w")
     lab = group.create_array("labels", shape=labels.shape, chunks=(chunk, chunk), dtype="uint8")
     lab[:] = labels
-    pr = group.create_array("probabilities", shape=probs.shape, chunks=(probs.shape[0], chunk, chunk),
-                            dtype=probs.dtype)
+    pr = group.create_array(
+        "probabilities", shape=probs.shape, chunks=(probs.shape[0], chunk, chunk), dtype=probs.dtype
+    )
     pr[:] = probs
-    group.attrs.update({"classes": classes, "status": status, "crs": "EPSG:32616",
-                        "transform": GDAL_UTM, **attrs})
+    group.attrs.update(
+        {"classes": classes, "status": status, "crs": "EPSG:32616", "transform": GDAL_UTM, **attrs}
+    )
     return path
 
 
@@ -37,16 +47,30 @@ def test_store_softmax_mean_probability_and_class_names(tmp_path: Path) -> None:
     labels = blobs((48, 40), seed=2, classes=2)
     rng = np.random.default_rng(0)
     probs = rng.integers(0, 256, (3, *labels.shape), dtype=np.uint8)
-    store = make_store(tmp_path / "s.zarr", labels, probs, classes=["background", "building", "road"])
+    store = make_store(
+        tmp_path / "s.zarr", labels, probs, classes=["background", "building", "road"]
+    )
     out = tmp_path / "out.parquet"
     report = vectorize(store, out, chunk=16, workers=0, progress=False)
     got = read_parquet(out)
-    geoms = {k: (c, shapely.transform(g, lambda xy: np.column_stack([(xy[:, 0] - 733601.0) / 0.5,
-                                                                      (xy[:, 1] - 3725139.0) / -0.5])), r)
-             for k, (c, g, r) in got.items()}
+    geoms = {
+        k: (
+            c,
+            shapely.transform(
+                g,
+                lambda xy: np.column_stack(
+                    [(xy[:, 0] - 733601.0) / 0.5, (xy[:, 1] - 3725139.0) / -0.5]
+                ),
+            ),
+            r,
+        )
+        for k, (c, g, r) in got.items()
+    }
     assert_same(labels, geoms, 4)
-    assert report.per_class == {"building": sum(c == 1 for c, *_ in got.values()),
-                                "road": sum(c == 2 for c, *_ in got.values())}
+    assert report.per_class == {
+        "building": sum(c == 1 for c, *_ in got.values()),
+        "road": sum(c == 2 for c, *_ in got.values()),
+    }
     from rasterio.features import rasterize
 
     for cid, geom, row in geoms.values():
@@ -70,7 +94,9 @@ def test_store_sigmoid_class_selection_by_name_and_id(tmp_path: Path) -> None:
 
 def test_zarr_array_and_probability_geotiff_with_threshold(tmp_path: Path) -> None:
     labels = blobs((40, 36), seed=9)
-    arr = zarr.create_array(str(tmp_path / "a.zarr"), shape=labels.shape, chunks=(8, 8), dtype="uint8")
+    arr = zarr.create_array(
+        str(tmp_path / "a.zarr"), shape=labels.shape, chunks=(8, 8), dtype="uint8"
+    )
     arr[:] = labels
     got = vectorize(tmp_path / "a.zarr", tmp_path / "z.parquet", chunk=8, workers=0, progress=False)
     assert_same(labels, read_parquet(tmp_path / "z.parquet"), 4)
@@ -89,7 +115,9 @@ def test_slide_store_is_in_level0_pixels_and_square_microns(tmp_path: Path) -> N
     labels[2:6, 3:9] = 1
     group = zarr.open_group(str(tmp_path / "slide.zarr"), mode="w")
     group.create_array("labels", shape=labels.shape, chunks=(8, 8), dtype="uint8")[:] = labels
-    group.attrs.update({"classes": ["nucleus"], "status": "complete", "mpp": 1.0, "downsample": 4.0})
+    group.attrs.update(
+        {"classes": ["nucleus"], "status": "complete", "mpp": 1.0, "downsample": 4.0}
+    )
     out = tmp_path / "cells.qupath.geojson"
     vectorize(tmp_path / "slide.zarr", out, workers=0, progress=False)
     import json
@@ -102,6 +130,7 @@ def test_slide_store_is_in_level0_pixels_and_square_microns(tmp_path: Path) -> N
 
 # ---- bad inputs: one clear line each ------------------------------------------------------
 
+
 def test_multiband_raster_is_refused(tmp_path: Path) -> None:
     tif = write_geotiff(tmp_path / "rgb.tif", np.zeros((3, 8, 8), np.uint8))
     with pytest.raises(InputError, match=r"has 3 bands; vectorize needs a single-band"):
@@ -110,14 +139,18 @@ def test_multiband_raster_is_refused(tmp_path: Path) -> None:
 
 def test_float_raster_needs_threshold(tmp_path: Path) -> None:
     tif = write_geotiff(tmp_path / "p.tif", np.zeros((8, 8), np.float32))
-    with pytest.raises(InputError, match=r"holds float32 values \(probabilities\?\); pass --threshold"):
+    with pytest.raises(
+        InputError, match=r"holds float32 values \(probabilities\?\); pass --threshold"
+    ):
         vectorize(tif, tmp_path / "o.geojson", workers=0)
 
 
 def test_class_not_present(tmp_path: Path) -> None:
     labels = blobs((16, 16), seed=1)
     store = make_store(tmp_path / "s.zarr", labels, labels[None], classes=["building"])
-    with pytest.raises(ConfigError, match=r"class 'road' is not in .*s\.zarr \(classes: 1=building\)"):
+    with pytest.raises(
+        ConfigError, match=r"class 'road' is not in .*s\.zarr \(classes: 1=building\)"
+    ):
         vectorize(store, tmp_path / "o.geojson", classes=["road"], workers=0)
     with pytest.raises(ConfigError, match=r"class '3' is not in"):
         vectorize(store, tmp_path / "o.geojson", classes=[3], workers=0)
@@ -156,7 +189,9 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
 
 def test_incomplete_store_and_missing_input(tmp_path: Path) -> None:
     labels = blobs((16, 16), seed=1)
-    store = make_store(tmp_path / "s.zarr", labels, labels[None], classes=["building"], status="running")
+    store = make_store(
+        tmp_path / "s.zarr", labels, labels[None], classes=["building"], status="running"
+    )
     with pytest.raises(InputError, match=r"has status 'running', not 'complete'"):
         open_labels(store)
     with pytest.raises(InputError, match=r"does not exist; give a gigaseg store or a label raster"):

@@ -19,14 +19,17 @@ DATA = Path(__file__).resolve().parents[2] / "data" / "spacenet"
 
 
 def test_all_43_footprints_come_back_with_iou_at_least_half(tmp_path: Path) -> None:
-    footprints = [shapely.geometry.shape(f["geometry"])
-                  for f in json.loads((DATA / "geotiff_labels.geojson").read_text())["features"]]
+    footprints = [
+        shapely.geometry.shape(f["geometry"])
+        for f in json.loads((DATA / "geotiff_labels.geojson").read_text())["features"]
+    ]
     assert len(footprints) == 43
     with rasterio.open(DATA / "sample_geotiff.tif") as ds:
         transform, crs, shape = ds.transform, ds.crs, ds.shape
     labels = rasterize(footprints, out_shape=shape, transform=transform, dtype="uint8")
     tif = write_geotiff(tmp_path / "labels.tif", labels, crs=crs.to_wkt(), transform=transform)
     chunk = 64
+
     def xy(col: float, row: float) -> tuple[float, float]:
         return transform.c + col * transform.a, transform.f + row * transform.e
 
@@ -44,6 +47,10 @@ def test_all_43_footprints_come_back_with_iou_at_least_half(tmp_path: Path) -> N
     for f in json.loads(out.read_text())["features"]:
         geom = shapely.geometry.shape(f["geometry"])
         assert geom.is_valid
-        traced.append(shapely.transform(geom, lambda xy: np.column_stack(to_utm.transform(xy[:, 0], xy[:, 1]))))
+        traced.append(
+            shapely.transform(
+                geom, lambda xy: np.column_stack(to_utm.transform(xy[:, 0], xy[:, 1]))
+            )
+        )
     best = [max(iou(fp, t) for t in traced) for fp in footprints]
     assert min(best) >= 0.5, sorted(best)[:5]
