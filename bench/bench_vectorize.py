@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -160,6 +161,103 @@ def write_formats(parquet: Path, tmp: Path, repeats: int) -> tuple[int, float, f
     return len(geoms), statistics.median(times["geojson"]), statistics.median(times["geoparquet"])
 
 
+def _cluster(workers: int) -> tuple[Any, Any]:
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    return cluster, Client(cluster)
+
+
+def speed(args: argparse.Namespace, tmp: Path) -> None:
+    from pipeline.vectorize import vectorize
+
+    tif = tmp / "labels.tif"
+    t0 = time.perf_counter()
+    make_raster(tif, args.size, args.objects)
+    took = time.perf_counter() - t0
+    print(f"raster {args.size}² with {args.objects} rectangles written in {took:.1f} s")
+    rows = []
+    cluster, client = _cluster(args.workers)
+    with cluster, client:
+        for rep in range(args.repeats):
+            load = psutil.getloadavg()[0]
+            t_ref, ref = reference(tif)
+            out = tmp / "out.parquet"
+            out.unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            report = vectorize(tif, out, chunk=args.chunk, client=client, progress=False)
+            t_chunk = time.perf_counter() - t0
+            rows.append((t_ref, t_chunk, t_ref / t_chunk, load))
+            if rep == 0:
+                n_ref, n_got, diff, same = compare(ref, out, args.size)
+                detail = report.to_dict()
+            del ref
+    print()
+    print(f"| {args.size}² labels, {args.workers} workers, chunk {args.chunk} | median | runs |")
+    print("|---|---|---|")
+    names = [
+        "whole-raster shapes, 1 process (s)",
+        f"chunked vectorize, {args.workers} workers (s)",
+        "speed-up (whole / chunked)",
+        "load average (1 min) at start",
+    ]
+    for i, name in enumerate(names):
+        vals = [r[i] for r in rows]
+        runs = ", ".join(f"{v:.2f}" for v in vals)
+        print(f"| {name} | {statistics.median(vals):.2f} | {runs} |")
+    print()
+    print(
+        f"identity: reference {n_ref} polygons, chunked {n_got}; same ids and classes: "
+        f"{same}; max symmetric-difference area {diff} m²"
+    )
+    print(
+        f"chunked run detail: border pieces {detail['border_pieces']} -> merged "
+        f"{detail['merged_features']}; seconds {detail['seconds']}"
+    )
+    n, t_json, t_pq = write_formats(tmp / "out.parquet", tmp, args.repeats)
+    print()
+    print(f"| writing {n} features (same batches) | median s | features/s |")
+    print("|---|---|---|")
+    print(f"| GeoJSON (streamed) | {t_json:.2f} | {n / t_json:,.0f} |")
+    print(f"| GeoParquet (row groups) | {t_pq:.2f} | {n / t_pq:,.0f} |")
+    print(f"| ratio GeoJSON / GeoParquet | {t_json / t_pq:.1f} | |")
+    tif.unlink()
+
+
+def rss(args: argparse.Namespace, tmp: Path) -> None:
+    from pipeline.vectorize import vectorize
+
+    print()
+    print(
+        "| raster | objects | chunk | wall s | peak RSS driver | peak RSS largest worker "
+        f"| peak RSS total ({args.workers} workers) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    mib = 2**20
+    for size in args.rss_sizes:
+        objects = int(args.objects * (size / args.size) ** 2)
+        tif = tmp / f"rss{size}.tif"
+        make_raster(tif, size, objects)
+        out = tmp / f"rss{size}.parquet"
+        cluster, client = _cluster(args.workers)
+        with cluster, client, PeakRSS() as peak:
+            t0 = time.perf_counter()
+            vectorize(tif, out, chunk=args.chunk, client=client, progress=False)
+            wall = time.perf_counter() - t0
+        print(
+            f"| {size}² | {objects} | {args.chunk} | {wall:.1f} | {peak.driver / mib:.0f} MiB "
+            f"| {peak.workers / mib:.0f} MiB | {peak.total / mib:.0f} MiB |"
+        )
+        tif.unlink()
+        out.unlink()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=16384)
@@ -178,83 +276,11 @@ def main() -> int:
     args = parser.parse_args()
     print("$ " + " ".join([Path(sys.executable).name, *sys.argv]))
     print(f"machine: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB")
-    from distributed import Client, LocalCluster
-
-    from pipeline.vectorize import vectorize
-
     with tempfile.TemporaryDirectory(dir=".") as tmpdir:
-        tmp = Path(tmpdir)
         if not args.skip_speed:
-            tif = tmp / "labels.tif"
-            t0 = time.perf_counter()
-            make_raster(tif, args.size, args.objects)
-            print(
-                f"raster {args.size}² with {args.objects} rectangles written in {time.perf_counter() - t0:.1f} s"
-            )
-            rows = []
-            with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                              host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
-                for rep in range(args.repeats):
-                    t_ref, ref = reference(tif)
-                    out = tmp / "out.parquet"
-                    out.unlink(missing_ok=True)
-                    t0 = time.perf_counter()
-                    report = vectorize(tif, out, chunk=args.chunk, client=client, progress=False)
-                    t_chunk = time.perf_counter() - t0
-                    rows.append((t_ref, t_chunk, t_ref / t_chunk))
-                    if rep == 0:
-                        n_ref, n_got, diff, same = compare(ref, out, args.size)
-                        detail = report.to_dict()
-                    del ref
-            print()
-            print(
-                f"| {args.size}² labels, {args.workers} workers, chunk {args.chunk} | median | runs |"
-            )
-            print("|---|---|---|")
-            names = ["whole-raster shapes, 1 process (s)", f"chunked vectorize, {args.workers} workers (s)",
-                     "speed-up (whole / chunked)"]  # fmt: skip
-            for i, name in enumerate(names):
-                vals = [r[i] for r in rows]
-                print(
-                    f"| {name} | {statistics.median(vals):.2f} | {', '.join(f'{v:.2f}' for v in vals)} |"
-                )
-            print()
-            print(f"identity: reference {n_ref} polygons, chunked {n_got}; same ids and classes: {same}; "
-                  f"max symmetric-difference area {diff} m²")  # fmt: skip
-            print(
-                f"chunked run detail: border pieces {detail['border_pieces']} -> merged "
-                f"{detail['merged_features']}; seconds {detail['seconds']}"
-            )
-            n, t_json, t_pq = write_formats(tmp / "out.parquet", tmp, args.repeats)
-            print()
-            print(f"| writing {n} features (same batches) | median s | features/s |")
-            print("|---|---|---|")
-            print(f"| GeoJSON (streamed) | {t_json:.2f} | {n / t_json:,.0f} |")
-            print(f"| GeoParquet (row groups) | {t_pq:.2f} | {n / t_pq:,.0f} |")
-            print(f"| ratio GeoJSON / GeoParquet | {t_json / t_pq:.1f} | |")
-            (tmp / "labels.tif").unlink()
+            speed(args, Path(tmpdir))
         if args.rss_sizes:
-            print()
-            print(
-                f"| raster | objects | chunk | wall s | peak RSS driver | peak RSS largest worker | peak RSS total ({args.workers} workers) |"
-            )
-            print("|---|---|---|---|---|---|---|")
-            for size in args.rss_sizes:
-                objects = int(args.objects * (size / args.size) ** 2)
-                tif = tmp / f"rss{size}.tif"
-                make_raster(tif, size, objects)
-                with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
-                    out = tmp / f"rss{size}.parquet"
-                    with PeakRSS() as rss:
-                        t0 = time.perf_counter()
-                        vectorize(tif, out, chunk=args.chunk, client=client, progress=False)
-                        wall = time.perf_counter() - t0
-                mib = 2**20
-                print(f"| {size}² | {objects} | {args.chunk} | {wall:.1f} | {rss.driver / mib:.0f} MiB | "
-                      f"{rss.workers / mib:.0f} MiB | {rss.total / mib:.0f} MiB |")  # fmt: skip
-                tif.unlink()
-                out.unlink()
+            rss(args, Path(tmpdir))
     return 0
 
 

@@ -100,9 +100,8 @@ def test_random_blobs_with_probabilities(seed: int, chunk: int, connectivity: in
         lab, n = ndimage.label(labels == cid, structure)
         for k in range(1, n + 1):
             sel = lab == k
-            expected[(cid, int(sel.sum()))] = expected.get((cid, int(sel.sum())), []) + [
-                float(probs[cid][sel].sum())
-            ]
+            key = (cid, int(sel.sum()))
+            expected.setdefault(key, []).append(float(probs[cid][sel].sum()))
     assert len(geoms) == sum(len(v) for v in expected.values())
     for g, c, n, s in zip(geoms, cls, px, ps, strict=True):
         assert g.area == n
