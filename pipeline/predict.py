@@ -36,7 +36,13 @@ from pipeline.infer.model import (
     register_loader,
     with_overrides,
 )
-from pipeline.infer.predictor import PRECISIONS, Predictor, resolve_device, resolve_precision
+from pipeline.infer.predictor import (
+    PRECISIONS,
+    Predictor,
+    model_seconds,
+    resolve_device,
+    resolve_precision,
+)
 from pipeline.infer.tile import predict_tile
 from pipeline.read.open import open_source
 from pipeline.read.slide import SlideSource
@@ -192,9 +198,9 @@ def run_tile(job: TileJob, source: Source) -> TileResult:
     read_s = time.perf_counter() - start
     predictor = _predictor(job.model)
     outputs = job.model.info.outputs or 1
-    start = time.perf_counter()
+    model_seconds(reset=True)
     probs = predict_tile(predictor, box, job.plan, batch=job.batch, outputs=outputs)
-    infer_s = time.perf_counter() - start
+    infer_s = model_seconds(reset=True)  # time in the model, not waiting for it
     start = time.perf_counter()
     labels = to_labels(probs, job.model.info.activation, job.threshold)
     stored = to_stored(probs, job.probabilities)

@@ -19,6 +19,7 @@ from pipeline.infer.predictor import (
     Predictor,
     activate,
     cpu_supports_bf16,
+    model_seconds,
     resolve_device,
     resolve_precision,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "describe_model",
     "file_sha256",
     "model_kind",
+    "model_seconds",
     "predict_tile",
     "reference_predict",
     "register_loader",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "Predictor",
     "activate",
     "cpu_supports_bf16",
+    "model_seconds",
     "resolve_device",
     "resolve_precision",
 ]
@@ -33,6 +35,28 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 #: At most one forward pass at a time per process: the others read and write meanwhile.
 MODEL_CALLS = threading.Semaphore(1)
+
+_MODEL_TIME = threading.local()
+
+
+def model_seconds(reset: bool = False) -> float:
+    """Seconds this thread spent inside model calls (waiting for the model excluded)."""
+    value = float(getattr(_MODEL_TIME, "seconds", 0.0))
+    if reset:
+        _MODEL_TIME.seconds = 0.0
+    return value
+
+
+class _Timed:
+    """Hold :data:`MODEL_CALLS` and add the time held to this thread's model seconds."""
+
+    def __enter__(self) -> None:
+        MODEL_CALLS.acquire()
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        _MODEL_TIME.seconds = model_seconds() + time.perf_counter() - self.start
+        MODEL_CALLS.release()
 
 
 @functools.cache
@@ -146,7 +170,7 @@ class Predictor:
     def logits(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Run the network on a normalised ``(N, C, H, W)`` batch; float32 logits."""
         if self.onnx:
-            with MODEL_CALLS:
+            with _Timed():
                 out = self.network.run(None, {self.input_name: batch})[0]
             return np.asarray(out, dtype=np.float32)
         import torch
@@ -156,7 +180,7 @@ class Predictor:
         if cuda:
             tensor = tensor.pin_memory()
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        with MODEL_CALLS, torch.inference_mode():
+        with _Timed(), torch.inference_mode():
             tensor = tensor.to(self.device, non_blocking=cuda)
             if self.channels_last:
                 tensor = tensor.contiguous(memory_format=torch.channels_last)
