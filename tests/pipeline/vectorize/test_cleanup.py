@@ -30,7 +30,7 @@ def _traced(geom: shapely.Geometry, size: int = 120) -> shapely.Geometry:
     return max(polys, key=lambda p: p.area)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), tolerance=st.floats(0.3, 4.0))
 def test_simplify_keeps_validity_and_count(seed: int, tolerance: float) -> None:
     labels = blobs((40, 40), seed=seed, sigma=1.5)
