@@ -423,3 +423,18 @@ def test_read_window_matches_tile_plan(models):
     # a slide window is read through the same mirror as the reference
     source = open_source(DATA / "wsi" / "CMU-1-Small-Region.svs", mpp=0.499 * 8)
     assert source.read(Window(-28, -28, 64, 64)).shape == (3, 64, 64)
+
+
+def test_scheduler_address(tmp_path, models, client):
+    image = _random(40, 70, seed=10)
+    report = predict(
+        image,
+        models["same"],
+        tmp_path / "s.zarr",
+        tile=32,
+        scheduler=client.scheduler.address,
+        probabilities="float32",
+        progress=False,
+    )
+    assert report.workers == 2 and report.tiles_computed == 6
+    assert np.abs(_stored(tmp_path / "s.zarr")[0] - _reference(models["same"], image)).max() <= 1e-4
