@@ -266,9 +266,7 @@ def _parse_classes(classes: Any) -> tuple[str, ...] | None:
     return tuple(str(item) for item in classes)
 
 
-def _resolve_model(
-    model: Any, halo: Any, classes: Any, source_count: int | None
-) -> tuple[ModelInfo, Any]:
+def _resolve_model(model: Any, halo: Any, classes: Any) -> tuple[ModelInfo, Any]:
     path = str(model)
     kind = model_kind(path)
     info, network = describe_model(path, kind=kind, complete=complete_metadata)
@@ -594,7 +592,7 @@ def _open_inputs(
     slide_backend: str,
 ) -> tuple[ModelInfo, Source]:
     """Resolve the model (it may choose the bands), then open the source and cross-check."""
-    info, network = _resolve_model(model, halo, classes, None)
+    info, network = _resolve_model(model, halo, classes)
     src = open_source(
         source,
         bands=bands if bands is not None else info.bands,
