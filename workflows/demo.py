@@ -51,7 +51,7 @@ def _start_cluster(workers: int) -> tuple[Any, Any]:
         n_workers=workers,
         threads_per_worker=2,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",  # any free port: a second cluster on the machine is no error
         silence_logs=40,
     )
     return Client(cluster), cluster  # type: ignore[no-untyped-call]
