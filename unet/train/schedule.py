@@ -32,7 +32,7 @@ def learning_rate(step: int, total: int, peak: float, kind: str, warmup: float =
     >>> learning_rate(0, 100, 1.0, "constant")
     1.0
     >>> round(learning_rate(99, 100, 1.0, "cosine"), 4)
-    0.0013
+    0.001
     """
     if kind == "constant" or total <= 1:
         return peak
