@@ -194,4 +194,8 @@ def connect(cluster: Cluster, *, name: str = "gigaseg") -> Iterator[Any]:
         else:
             jobs.scale(jobs=settings.max_jobs)
         with Client(jobs) as client:  # type: ignore[no-untyped-call]
+            if settings.min_jobs:
+                # Tasks are planned against the workers present (GPU resources, slots), so
+                # start once the minimum is up; on a busy queue this waits for the jobs.
+                client.wait_for_workers(settings.min_jobs * settings.worker_processes)
             yield client
