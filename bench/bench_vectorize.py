@@ -161,6 +161,19 @@ def write_formats(parquet: Path, tmp: Path, repeats: int) -> tuple[int, float, f
     return len(geoms), statistics.median(times["geojson"]), statistics.median(times["geoparquet"])
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its descendants (the Dask workers)."""
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def _cluster(workers: int) -> tuple[Any, Any]:
     from distributed import Client, LocalCluster
 
@@ -187,13 +200,18 @@ def speed(args: argparse.Namespace, tmp: Path) -> None:
     with cluster, client:
         for rep in range(args.repeats):
             load = psutil.getloadavg()[0]
+            c0 = cpu_seconds()
             t_ref, ref = reference(tif)
+            c1 = cpu_seconds()
             out = tmp / "out.parquet"
             out.unlink(missing_ok=True)
             t0 = time.perf_counter()
             report = vectorize(tif, out, chunk=args.chunk, client=client, progress=False)
             t_chunk = time.perf_counter() - t0
-            rows.append((t_ref, t_chunk, t_ref / t_chunk, load))
+            c2 = cpu_seconds()
+            cpu_ratio = (c2 - c1) / (c1 - c0)
+            rows.append((t_ref, t_chunk, t_ref / t_chunk, load, c1 - c0, c2 - c1, cpu_ratio,
+                         args.workers / max(cpu_ratio, 1.0)))  # fmt: skip
             if rep == 0:
                 n_ref, n_got, diff, same = compare(ref, out, args.size)
                 detail = report.to_dict()
@@ -206,6 +224,10 @@ def speed(args: argparse.Namespace, tmp: Path) -> None:
         f"chunked vectorize, {args.workers} workers (s)",
         "speed-up (whole / chunked)",
         "load average (1 min) at start",
+        "CPU s, whole-raster shapes",
+        "CPU s, chunked (driver + workers)",
+        "CPU ratio chunked / whole (work overhead)",
+        f"speed-up bound on {args.workers} idle cores (workers / CPU ratio)",
     ]
     for i, name in enumerate(names):
         vals = [r[i] for r in rows]
