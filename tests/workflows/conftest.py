@@ -180,3 +180,36 @@ def read_features(path: Path) -> list[tuple[str, str]]:
         (json.dumps(f["geometry"], sort_keys=True), json.dumps(f["properties"], sort_keys=True))
         for f in data["features"]
     )
+
+
+def save_smooth_model(
+    path: Path, *, mean: float, std: float, cut: float, invert: bool = False, depth: int = 3
+) -> Path:
+    """A 1-band stand-in U-Net that labels smooth regions brighter (or darker) than ``cut``.
+
+    Every convolution averages its inputs, so the network computes a smoothed, rectified
+    brightness ``s`` of ``(raw - mean) / std``; the head labels ``s > cut`` (``s < cut`` when
+    ``invert``). Unlike random weights it gives blob-like masks, so vectorizing the example
+    outputs is quick and their outlines are meaningful (bright roofs, dark tissue).
+    """
+    import torch
+
+    import unet
+
+    model = unet.UNet(in_channels=1, classes=1, base=4, depth=depth, norm="none")
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+                weight = module.weight
+                if isinstance(module, torch.nn.ConvTranspose2d):
+                    fan_in = weight.shape[0]  # stride == kernel: one tap per input channel
+                else:
+                    fan_in = weight.shape[1] * weight.shape[2] * weight.shape[3]
+                weight.fill_(1.0 / fan_in)
+                if module.bias is not None:
+                    module.bias.zero_()
+        gain = -8.0 if invert else 8.0
+        model.head.weight.fill_(gain / model.head.weight.shape[1])
+        model.head.bias.fill_(-gain * cut)
+    unet.save(model, path, classes=["object"], bands=[1], mean=[mean], std=[std])
+    return path
