@@ -41,7 +41,10 @@ if TYPE_CHECKING:
 
 __all__ = ["VectorizeReport", "plan_chunks", "vectorize"]
 
-DEFAULT_CHUNK = 2048
+# 4096 px chunks: on 16384² with 100k objects, 2 workers ran 1.65x the whole-raster trace
+# (1.38x at 2048, where per-chunk driver overhead competes with the workers for 2 cores);
+# a 4096² uint8 chunk is 16 MiB, so memory stays bounded.
+DEFAULT_CHUNK = 4096
 _FINISH_BATCH = 4096
 
 
@@ -244,7 +247,7 @@ def vectorize(
     connectivity
         4 or 8, as ``rasterio.features.shapes``.
     chunk
-        Chunk side in pixels (default: 2048 rounded to the source's blocks).
+        Chunk side in pixels (default: 4096 rounded to the source's blocks).
     workers
         Local worker processes (default: one per core; 0 runs in this process).
     scheduler, client

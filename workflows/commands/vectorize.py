@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regularize", action="store_true", help="square building outlines")
     parser.add_argument("--centerlines", action="store_true", help="road centre-lines")
     parser.add_argument("--connectivity", type=_connectivity, default=4, help="4 or 8 (4)")
-    parser.add_argument("--chunk", type=int, default=None, help="chunk side in pixels (2048)")
+    parser.add_argument("--chunk", type=int, default=None, help="chunk side in pixels (4096)")
     parser.add_argument(
         "--object-type",
         default="detection",
