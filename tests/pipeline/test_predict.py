@@ -126,6 +126,7 @@ def test_tile_sizes_agree(tmp_path, models):
             tile=tile,
             workers=0,
             probabilities="float32",
+            precision="fp32",
             progress=False,
         )
         outs.append(_stored(tmp_path / f"{tile}.zarr")[0])
@@ -144,6 +145,7 @@ def test_one_and_two_workers_equal_the_reference_and_load_once(tmp_path, models,
         tile=32,
         client=client,
         probabilities="float32",
+        precision="fp32",
         progress=False,
     )
     assert two.workers == 2 and two.tiles_computed == 40
@@ -161,6 +163,7 @@ def test_one_and_two_workers_equal_the_reference_and_load_once(tmp_path, models,
         tile=64,
         workers=1,
         probabilities="float32",
+        precision="fp32",
         progress=False,
     )
     assert one.workers == 1
@@ -177,6 +180,7 @@ def test_numpy_source_on_a_cluster_and_callback(tmp_path, models, client):
         tile=32,
         client=client,
         probabilities="float32",
+        precision="fp32",
         progress=False,
         on_tile=lambda done, total: seen.append((done, total)),
     )
@@ -206,6 +210,7 @@ def test_interrupted_run_resumes_on_the_cluster(tmp_path, models, client):
             tile=32,
             client=client,
             probabilities="float32",
+            precision="fp32",
             progress=False,
             on_tile=stop,
         )
@@ -217,6 +222,7 @@ def test_interrupted_run_resumes_on_the_cluster(tmp_path, models, client):
         tile=32,
         client=client,
         probabilities="float32",
+        precision="fp32",
         progress=False,
         resume=True,
     )
@@ -397,6 +403,7 @@ def test_gigaseg_checkpoint_torchscript_and_onnx_agree(tmp_path):
             tile=32,
             workers=0,
             probabilities="float32",
+            precision="fp32",
             progress=False,
         )
         probs, _, attrs = _stored(store)
@@ -434,6 +441,7 @@ def test_scheduler_address(tmp_path, models, client):
         tile=32,
         scheduler=client.scheduler.address,
         probabilities="float32",
+        precision="fp32",
         progress=False,
     )
     assert report.workers == 2 and report.tiles_computed == 6
