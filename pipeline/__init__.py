@@ -19,6 +19,14 @@ from pipeline.errors import (
     StoreError,
 )
 
+# The stage entry points are plain functions re-exported here. Their modules share their
+# names (``pipeline/predict.py``, ``pipeline/vectorize/``), so importing the function after the
+# module rebinds ``pipeline.predict`` to the function; ``from pipeline.predict import X`` still
+# reaches the module.
+from pipeline.evaluate import evaluate
+from pipeline.predict import predict
+from pipeline.vectorize import vectorize
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
@@ -34,17 +42,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # Lazy so that ``import pipeline`` stays light; pipeline.predict is a callable module.
-    if name == "predict":
+    # ``pipeline.sample`` (training windows) is imported on first use.
+    if name == "sample":
         import importlib
 
-        return importlib.import_module("pipeline.predict")
-    if name == "vectorize":  # a callable package, like pipeline.predict
-        import importlib
-
-        return importlib.import_module("pipeline.vectorize")
-    if name in ("evaluate", "sample"):  # evaluate is a callable package too
-        import importlib
-
-        return importlib.import_module(f"pipeline.{name}")
+        return importlib.import_module("pipeline.sample")
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

@@ -7,19 +7,19 @@ core chunks to the store. The client consumes results with ``as_completed``: it 
 number of tasks in flight, updates the ``tiles`` ledger and the progress bar, and marks the
 store ``complete`` only when every tile is done or skipped.
 
-This module is importable as a callable: ``pipeline.predict(source, model, store, ...)``.
+Where the tasks run (this process, a LocalCluster, a scheduler) is the runner's choice
+(:mod:`pipeline.runner`); :func:`run_tile` is the per-task seam. :func:`predict` is re-exported
+as ``pipeline.predict``.
 """
 
 from __future__ import annotations
 
 import os
 import resource
-import sys
 import time
-import types
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,6 @@ from pipeline.infer.model import (
     with_overrides,
 )
 from pipeline.infer.predictor import (
-    PRECISIONS,
     Predictor,
     model_seconds,
     resolve_device,
@@ -47,7 +46,15 @@ from pipeline.infer.tile import predict_tile
 from pipeline.read.open import open_source
 from pipeline.read.slide import SlideSource
 from pipeline.read.source import Source
-from pipeline.stitch.assemble import parse_probabilities, to_labels, to_stored
+from pipeline.runner import Runner
+from pipeline.settings import (
+    InferenceSettings,
+    ReadSettings,
+    RunnerSettings,
+    TilingSettings,
+    split_options,
+)
+from pipeline.stitch.assemble import to_labels, to_stored
 from pipeline.stitch.zarr_writer import (
     DONE,
     SKIPPED,
@@ -59,6 +66,7 @@ from pipeline.stitch.zarr_writer import (
 from pipeline.tile.grid import TileGrid, TilePlan
 
 __all__ = [
+    "DEFAULT_BATCH",
     "DEFAULT_MAX_PATCH",
     "PredictReport",
     "TileJob",
@@ -71,6 +79,8 @@ __all__ = [
 
 #: The largest model call made by default; bigger tiles are cut into patches of this size.
 DEFAULT_MAX_PATCH = 2048
+#: Patches per model call when the batch is not tuned.
+DEFAULT_BATCH = 4
 
 register_loader("gigaseg", "pipeline.predict:load_gigaseg")
 
@@ -244,34 +254,12 @@ class PredictReport:
 # Option parsing
 
 
-def _parse_int(name: str, value: Any, minimum: int = 1) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} {value!r} is not an integer") from None
-    if number < minimum or (number != value and not isinstance(value, str)):
-        raise ConfigError(f"{name} {value!r} must be an integer >= {minimum}")
-    return number
-
-
-def _parse_classes(classes: Any) -> tuple[str, ...] | None:
-    if classes is None:
-        return None
-    if isinstance(classes, int):
-        return tuple(f"class{i}" for i in range(classes))
-    if isinstance(classes, str):
-        if classes.isdigit():
-            return _parse_classes(int(classes))
-        return tuple(item.strip() for item in classes.split(",") if item.strip())
-    return tuple(str(item) for item in classes)
-
-
 def _resolve_model(model: Any, halo: Any, classes: Any) -> tuple[ModelInfo, Any]:
     path = str(model)
     kind = model_kind(path)
     info, network = describe_model(path, kind=kind, complete=complete_metadata)
-    user_halo = None if halo in (None, "auto") else _parse_int("halo", halo, minimum=0)
-    info = with_overrides(info, halo=user_halo, classes=_parse_classes(classes))
+    user_halo = None if halo == "auto" else int(halo)
+    info = with_overrides(info, halo=user_halo, classes=classes)
     if info.halo is None:
         raise ConfigError(
             f"model {path} carries no gigaseg metadata, so its halo is unknown; give --halo N "
@@ -295,112 +283,6 @@ def _probe_outputs(info: ModelInfo, network: Any, count: int) -> int:
 
 
 # --------------------------------------------------------------------------------------
-# Cluster
-
-
-def _default_workers() -> tuple[int, int]:
-    """Workers and torch threads per worker for this machine (one worker per GPU)."""
-    import torch
-
-    cores = os.cpu_count() or 1
-    gpus = torch.cuda.device_count()
-    if gpus:
-        return gpus, max(1, cores // gpus)
-    workers = max(1, cores // 8)
-    return workers, max(1, cores // workers)
-
-
-class _Cluster:
-    """The client to submit to: a given one, a scheduler address, or a new LocalCluster."""
-
-    def __init__(self, workers: int | None, scheduler: str | None, client: Any) -> None:
-        self.owned: list[Any] = []
-        self.threads: int | None = None
-        if client is not None:
-            self.client = client
-            return
-        from distributed import Client, LocalCluster
-
-        if scheduler is not None:
-            self.client = Client(scheduler)  # type: ignore[no-untyped-call]
-            self.owned.append(self.client)
-            return
-        default_workers, threads = _default_workers()
-        n_workers = default_workers if workers is None else workers
-        cores = os.cpu_count() or 1
-        self.threads = threads if workers is None else max(1, cores // n_workers)
-        cluster = LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=n_workers,
-            threads_per_worker=2,  # one task in the model, the next one reading
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",
-            silence_logs=40,
-        )
-        self.client = Client(cluster)  # type: ignore[no-untyped-call]
-        self.owned += [self.client, cluster]
-
-    def gpu_resources(self) -> dict[str, int] | None:
-        info = self.client.scheduler_info(n_workers=-1)
-        gpus = [w.get("resources", {}).get("GPU", 0) for w in info["workers"].values()]
-        return {"GPU": 1} if gpus and all(gpus) else None
-
-    def slots(self) -> int:
-        info = self.client.scheduler_info(n_workers=-1)
-        return max(1, sum(int(w.get("nthreads", 1)) for w in info["workers"].values()))
-
-    def close(self) -> None:
-        for item in self.owned:
-            item.close()
-
-
-def _run_local(jobs: list[TileJob], source: Source) -> Iterator[TileResult]:
-    for job in jobs:
-        yield run_tile(job, source)
-
-
-def _run_distributed(
-    cluster: _Cluster, jobs: list[TileJob], source: Any, retries: int = 2
-) -> Iterator[TileResult]:
-    """Submit tiles as futures, at most ``2 x worker threads`` in flight, yield as they finish."""
-    from distributed import as_completed
-
-    client = cluster.client
-    resources = cluster.gpu_resources()
-    pending = iter(jobs)
-    active: set[Any] = set()
-
-    def submit(job: TileJob) -> Any:
-        future = client.submit(
-            run_tile, job, source, retries=retries, resources=resources, pure=False
-        )
-        active.add(future)
-        return future
-
-    first = [submit(job) for job in _take(pending, 2 * cluster.slots())]
-    stream = as_completed(first)  # type: ignore[no-untyped-call]
-    try:
-        for future in stream:
-            active.discard(future)
-            result: TileResult = future.result()
-            future.release()
-            for job in _take(pending, 1):
-                stream.add(submit(job))  # type: ignore[no-untyped-call]
-            yield result
-    finally:
-        if active:
-            client.cancel(list(active))
-
-
-def _take(iterator: Iterator[TileJob], count: int) -> Iterator[TileJob]:
-    for _ in range(count):
-        try:
-            yield next(iterator)
-        except StopIteration:
-            return
-
-
-# --------------------------------------------------------------------------------------
 # The entry point
 
 
@@ -409,26 +291,16 @@ def predict(
     model: Any,
     store: str | Path,
     *,
-    tile: int = 2048,
-    patch: int | None = None,
-    halo: int | str = "auto",
-    batch: int = 4,
-    device: str = "auto",
-    precision: str = "auto",
-    bands: Any = None,
-    level: int | None = None,
-    mpp: float | None = None,
-    probabilities: str = "uint8",
-    threshold: float = 0.5,
-    workers: int | None = None,
-    scheduler: str | None = None,
+    tiling: TilingSettings | None = None,
+    inference: InferenceSettings | None = None,
+    read: ReadSettings | None = None,
+    runner: RunnerSettings | None = None,
     client: Any = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     on_tile: Callable[[int, int], None] | None = None,
-    classes: Any = None,
-    slide_backend: str = "auto",
+    **options: Any,
 ) -> PredictReport:
     """Segment ``source`` with ``model`` tile by tile into the Zarr store ``store``.
 
@@ -441,39 +313,20 @@ def predict(
         ``.onnx`` file.
     store
         Output Zarr v3 group (``*.zarr``).
-    tile
-        Core tile of one task (a multiple of the model's alignment).
-    patch
-        Model call size inside a task (default: the whole tile up to
-        :data:`DEFAULT_MAX_PATCH`).
-    halo
-        ``"auto"`` (the model's receptive-field halo) or pixels; a smaller halo than the
-        model's is approximate.
-    batch
-        Patches per model call.
-    device, precision
-        ``auto|cpu|cuda|cuda:N`` and ``auto|fp32|bf16|fp16``.
-    bands
-        1-based source bands (default: the checkpoint's, else all).
-    level, mpp
-        Slide pyramid level or target microns per pixel.
-    probabilities
-        Stored encoding: ``uint8`` (p*255), ``float16`` or ``float32``.
-    threshold
-        Probability for label 1 of a one-channel (sigmoid) model; multi-class uses argmax.
-    workers, scheduler, client
-        A new LocalCluster with ``workers`` processes (default: sized to the machine; ``0``
-        runs in this process without Dask), or a scheduler address, or an existing client.
+    tiling, inference, read, runner
+        The settings objects of :mod:`pipeline.settings` (tile/patch/halo/batch;
+        device/precision/probabilities/threshold/classes; bands/level/mpp/slide_backend;
+        workers/scheduler/retries), passed whole from the CLI or a workflow.
+    client
+        An existing :class:`distributed.Client` to submit to (left running).
     resume, overwrite
         Finish an interrupted store (only tiles not done) / replace an existing one.
     progress
         Show a progress bar.
     on_tile
         Called as ``on_tile(done, total)`` after each tile.
-    classes
-        Class names (or a count) for a model file without gigaseg metadata.
-    slide_backend
-        ``auto``, ``openslide`` or ``tiffslide``.
+    **options
+        Any field of those settings by name (``tile=1024, workers=0``), applied on top.
 
     Returns
     -------
@@ -481,71 +334,79 @@ def predict(
         Tiles computed/skipped, per-stage seconds, megapixels per second, peak memory.
     """
     started = time.perf_counter()
+    tiling, inference, read, runner = split_options(
+        options,
+        tiling or TilingSettings(),
+        inference or InferenceSettings(),
+        read or ReadSettings(),
+        runner or RunnerSettings(),
+    )
     store_path = str(Path(store).absolute())
-    tile = _parse_int("tile", tile)
-    patch = None if patch is None else _parse_int("patch", patch)
-    batch = _parse_int("batch", batch)
-    probabilities = parse_probabilities(probabilities)
-    _check_options(precision, threshold, resume, overwrite, workers, device, source)
-    info, src = _open_inputs(source, model, halo, classes, bands, level, mpp, slide_backend)
+    if resume and overwrite:
+        raise ConfigError("give either --resume or --overwrite, not both")
+    device = resolve_device(inference.device)
+    if not isinstance(source, (np.ndarray, Source)) and not Path(str(source)).exists():
+        raise InputError(f"{source} does not exist; check the path")
+    info, src = _open_inputs(source, model, tiling.halo, inference.classes, read)
     grid = TileGrid(
         src.shape[0],
         src.shape[1],
-        tile,
+        tiling.tile,
         int(info.halo or 0),
         info.alignment,
         info.sizes,
         info.padding,
     )
-    if patch is None:
-        patch = min(tile, DEFAULT_MAX_PATCH // info.alignment * info.alignment)
-    grid.plan(0, 0, patch)  # validates the patch size
-
-    attrs: dict[str, Any] = {
-        "source": src.name,
-        "source_kind": type(src).__name__,
-        "bands": list(src.bands),
-        "shape": list(src.shape),
-        "model": info.to_dict(),
-        "tile": tile,
-        "patch": patch,
-        "halo": info.halo,
-        "precision": resolve_precision(precision, resolve_device(device)),
-        "classes": list(info.classes),
-        "activation": info.activation,
-        "threshold": float(threshold),
-        "probabilities_dtype": probabilities,
-        "software": {"gigaseg": _software_version()},
-        "run_id": uuid.uuid4().hex,
-        **{k: v for k, v in src.georef.items() if v is not None},
-    }
-    ledger = create_store(
-        store_path,
-        shape=src.shape,
-        outputs=info.outputs or 1,
-        tile=tile,
-        grid_shape=grid.shape,
-        probabilities=probabilities,
-        attrs=attrs,
-        resume=resume,
-        overwrite=overwrite,
-    )
-    report = PredictReport(store=store_path, source=src.name, tiles_total=len(grid))
-    todo = _split_tiles(grid, ledger, src, store_path, attrs["run_id"], report)
-    ref = ModelRef(info, device=device, precision=precision)
-    jobs = [
-        TileJob(
-            grid.plan(r, c, patch),
-            ref,
+    with Runner(runner, client=client, tasks=len(grid)) as tasks:
+        patch, batch = _model_call_size(tiling, info, grid, inference, tasks)
+        grid.plan(0, 0, patch)  # validates the patch size
+        attrs: dict[str, Any] = {
+            "source": src.name,
+            "source_kind": type(src).__name__,
+            "bands": list(src.bands),
+            "shape": list(src.shape),
+            "model": info.to_dict(),
+            "tile": tiling.tile,
+            "patch": patch,
+            "halo": info.halo,
+            "precision": resolve_precision(inference.precision, device),
+            "classes": list(info.classes),
+            "activation": info.activation,
+            "threshold": inference.threshold,
+            "probabilities_dtype": inference.probabilities,
+            "software": {"gigaseg": _software_version()},
+            "run_id": uuid.uuid4().hex,
+            **{k: v for k, v in src.georef.items() if v is not None},
+        }
+        ledger = create_store(
             store_path,
-            attrs["run_id"],
-            probabilities,
-            float(threshold),
-            batch,
+            shape=src.shape,
+            outputs=info.outputs or 1,
+            tile=tiling.tile,
+            grid_shape=grid.shape,
+            probabilities=inference.probabilities,
+            attrs=attrs,
+            resume=resume,
+            overwrite=overwrite,
         )
-        for r, c in todo
-    ]
-    _execute(jobs, src, grid, report, workers, scheduler, client, progress, on_tile)
+        report = PredictReport(store=store_path, source=src.name, tiles_total=len(grid))
+        todo = _split_tiles(grid, ledger, src, store_path, attrs["run_id"], report)
+        ref = ModelRef(
+            info, device=inference.device, precision=inference.precision, threads=tasks.threads
+        )
+        jobs = [
+            TileJob(
+                grid.plan(r, c, patch),
+                ref,
+                store_path,
+                attrs["run_id"],
+                inference.probabilities,
+                inference.threshold,
+                batch,
+            )
+            for r, c in todo
+        ]
+        _execute(tasks, jobs, src, grid, report, progress, on_tile)
     report.precision = report.precision or attrs["precision"]
     report.seconds["total"] = time.perf_counter() - started
     report.mpx_per_s = report.megapixels / report.seconds["total"] if report.megapixels else 0.0
@@ -559,46 +420,32 @@ def predict(
     return report
 
 
-def _check_options(
-    precision: str,
-    threshold: float,
-    resume: bool,
-    overwrite: bool,
-    workers: int | None,
-    device: str,
-    source: Any,
-) -> None:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise ConfigError(f"threshold {threshold} is not between 0 and 1")
-    if resume and overwrite:
-        raise ConfigError("give either --resume or --overwrite, not both")
-    if workers is not None and int(workers) < 0:
-        raise ConfigError(f"workers {workers} must be >= 0")
-    resolve_device(device)
-    if not isinstance(source, (np.ndarray, Source)) and not Path(str(source)).exists():
-        raise InputError(f"{source} does not exist; check the path")
+def _model_call_size(
+    tiling: TilingSettings,
+    info: ModelInfo,
+    grid: TileGrid,
+    inference: InferenceSettings,
+    tasks: Runner,
+) -> tuple[int, int]:
+    """Return the patch and batch of the model calls inside a task."""
+    patch = tiling.patch
+    if patch == "auto":
+        patch = min(tiling.tile, DEFAULT_MAX_PATCH // info.alignment * info.alignment)
+    batch = DEFAULT_BATCH if tiling.batch == "auto" else int(tiling.batch)
+    return int(patch), batch
 
 
 def _open_inputs(
-    source: Any,
-    model: Any,
-    halo: Any,
-    classes: Any,
-    bands: Any,
-    level: int | None,
-    mpp: float | None,
-    slide_backend: str,
+    source: Any, model: Any, halo: int | str, classes: Any, read: ReadSettings
 ) -> tuple[ModelInfo, Source]:
     """Resolve the model (it may choose the bands), then open the source and cross-check."""
     info, network = _resolve_model(model, halo, classes)
     src = open_source(
         source,
-        bands=bands if bands is not None else info.bands,
-        level=level,
-        mpp=mpp,
-        slide_backend=slide_backend,
+        bands=read.bands if read.bands is not None else info.bands,
+        level=read.level,
+        mpp=read.mpp,
+        slide_backend=read.slide_backend,
     )
     if info.in_channels is not None and src.count != info.in_channels:
         raise InputError(
@@ -644,68 +491,44 @@ def _split_tiles(
 
 
 def _execute(
+    tasks: Runner,
     jobs: list[TileJob],
     src: Source,
     grid: TileGrid,
     report: PredictReport,
-    workers: int | None,
-    scheduler: str | None,
-    client: Any,
     progress: bool,
     on_tile: Callable[[int, int], None] | None,
 ) -> None:
-    """Run the jobs (in this process or on a cluster) and keep the ledger and report."""
-    cluster = None if workers == 0 else _Cluster(workers, scheduler, client)
-    bar = _progress_bar(len(jobs), progress)
+    """Run the jobs with the runner and keep the ledger and the report."""
     precisions: set[str] = set()
-    try:
-        if cluster is None:
-            results = _run_local(jobs, src)
-        else:
-            job_source: Any = src
-            if isinstance(src.__dict__.get("array"), np.ndarray):
-                job_source = cluster.client.scatter(src, broadcast=True, hash=False)
-            if cluster.threads is not None:
-                jobs = [
-                    replace(job, model=replace(job.model, threads=cluster.threads)) for job in jobs
-                ]
-            report.workers = len(cluster.client.scheduler_info(n_workers=-1)["workers"])
-            results = _run_distributed(cluster, jobs, job_source)
-        for done, result in enumerate(results, start=1):
-            mark_tiles(report.store, [result.index], DONE, jobs[0].run_id)
-            report.tiles_computed += 1
-            report.seconds["read"] += result.read_s
-            report.seconds["infer"] += result.infer_s
-            report.seconds["write"] += result.write_s
-            report.peak_worker_memory = max(report.peak_worker_memory, result.peak_rss)
-            core = grid.core(*result.index)
-            report.megapixels += core.height * core.width / 1e6
-            precisions.add(result.precision)
-            if bar is not None:
-                bar.update(1)
-            if on_tile is not None:
-                on_tile(done, len(jobs))
-    finally:
-        if bar is not None:
-            bar.close()
-        if cluster is not None:
-            cluster.close()
+    job_source: Any = src
+    if isinstance(src.__dict__.get("array"), np.ndarray):
+        job_source = tasks.share(src)
+    report.workers = tasks.workers
+
+    def keep(result: TileResult) -> None:
+        mark_tiles(report.store, [result.index], DONE, jobs[0].run_id)
+        report.tiles_computed += 1
+        report.seconds["read"] += result.read_s
+        report.seconds["infer"] += result.infer_s
+        report.seconds["write"] += result.write_s
+        report.peak_worker_memory = max(report.peak_worker_memory, result.peak_rss)
+        core = grid.core(*result.index)
+        report.megapixels += core.height * core.width / 1e6
+        precisions.add(result.precision)
+        if on_tile is not None:
+            on_tile(report.tiles_computed, len(jobs))
+
+    results = tasks.map(
+        run_tile,
+        ((job, job_source) for job in jobs),
+        total=len(jobs),
+        progress=progress,
+        desc="predict",
+        unit="tile",
+        on_result=keep,
+        resources=tasks.gpu_resources(),
+    )
+    for _ in results:
+        pass
     report.precision = ",".join(sorted(precisions))
-
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="tile", desc="predict", file=sys.stderr)
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``pipeline.predict(...)`` call :func:`predict` although it is also a module."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> PredictReport:
-        return predict(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

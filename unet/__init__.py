@@ -8,6 +8,7 @@ from __future__ import annotations
 from unet.export import export
 from unet.model import Architecture, UNet
 from unet.registry import ARCHITECTURES, build
+from unet.train import train  # the function; the package stays importable as unet.train.X
 from unet.weights import ModelMetadata, load, read_metadata, save
 
 __all__ = [
@@ -22,13 +23,3 @@ __all__ = [
     "save",
     "train",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # ``unet.train`` is a callable package (``unet.train(model, data, out, ...)``, see
-    # unet/train/loop.py), imported on first use so ``import unet`` stays light.
-    if name == "train":
-        import importlib
-
-        return importlib.import_module("unet.train")
-    raise AttributeError(f"module 'unet' has no attribute {name!r}")

@@ -25,23 +25,18 @@ SCHEDULER_PLACEHOLDER = "tcp://SCHEDULER:8786"
 
 
 def local_kwargs(cluster: Cluster) -> dict[str, Any]:
-    """Keyword arguments for :class:`distributed.LocalCluster`.
+    """Keyword arguments for :func:`pipeline.runner.local_cluster`.
 
-    Unset sizes are left to distributed, which sizes the cluster to the machine's cores and
-    memory. The scheduler and dashboard listen on loopback only unless the file says otherwise.
+    Unset sizes are left to the runner's one sizing rule (:func:`pipeline.runner.machine_size`:
+    one worker per GPU or per 8 cores). The scheduler and dashboard listen on loopback.
     """
     settings = cluster.local
-    kwargs: dict[str, Any] = {
-        "processes": True,
-        "host": "127.0.0.1",
+    return {
+        "n_workers": settings.n_workers,
+        "threads_per_worker": settings.threads_per_worker,
         "memory_limit": settings.memory_limit,
         "dashboard_address": settings.dashboard_address,
     }
-    if settings.n_workers is not None:
-        kwargs["n_workers"] = settings.n_workers
-    if settings.threads_per_worker is not None:
-        kwargs["threads_per_worker"] = settings.threads_per_worker
-    return kwargs
 
 
 def jobqueue_kwargs(kind: str, settings: JobQueue, *, name: str = "gigaseg") -> dict[str, Any]:
@@ -173,16 +168,21 @@ def connect(cluster: Cluster, *, name: str = "gigaseg") -> Iterator[Any]:
 
     Everything started here is stopped on exit: jobs are cancelled, local workers closed.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from pipeline.runner import close_cluster, local_cluster
 
     if cluster.type == "address":
         with Client(cluster.address, timeout="30s") as client:  # type: ignore[no-untyped-call]
             yield client
         return
     if cluster.type == "local":
-        local = LocalCluster(**local_kwargs(cluster))  # type: ignore[no-untyped-call]
-        with local, Client(local) as client:  # type: ignore[no-untyped-call]
+        local = local_cluster(**local_kwargs(cluster))
+        client = Client(local)  # type: ignore[no-untyped-call]
+        try:
             yield client
+        finally:
+            close_cluster(client, local)
         return
     settings: JobQueue = getattr(cluster, cluster.type)
     kwargs = jobqueue_kwargs(cluster.type, settings, name=name)

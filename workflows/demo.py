@@ -41,19 +41,19 @@ def _owned(out: Path) -> set[str]:
         return set()
 
 
-def _start_cluster(workers: int) -> tuple[Any, Any]:
-    """One local Dask cluster shared by predict and vectorize (none for ``workers=0``)."""
-    if workers <= 0:
-        return None, None
-    from distributed import Client, LocalCluster
+def _start_cluster(workers: int | None) -> tuple[Any, Any]:
+    """One local Dask cluster shared by predict and vectorize when workers are asked for.
 
-    cluster = LocalCluster(  # type: ignore[no-untyped-call]
-        n_workers=workers,
-        threads_per_worker=2,
-        processes=True,
-        dashboard_address=":0",  # any free port: a second cluster on the machine is no error
-        silence_logs=40,
-    )
+    ``None`` lets each stage's runner choose (in this process on a small CPU machine);
+    ``0`` runs in this process.
+    """
+    if not workers:
+        return None, None
+    from distributed import Client
+
+    from pipeline.runner import local_cluster
+
+    cluster = local_cluster(workers, 2)
     return Client(cluster), cluster  # type: ignore[no-untyped-call]
 
 
@@ -64,7 +64,7 @@ def run_demo(
     truth: str | Path = SAMPLE / "geotiff_labels.geojson",
     model: str | Path = SAMPLE / "model" / "buildings.safetensors",
     tile: int = 512,
-    workers: int = 1,
+    workers: int | None = None,
     min_area: float = 4.0,
     overwrite: bool = False,
     progress: bool = True,
@@ -80,7 +80,8 @@ def run_demo(
     tile
         Core tile of one prediction task.
     workers
-        Local Dask worker processes (0 runs in this process).
+        Local Dask worker processes, one cluster for both stages (0 runs in this process;
+        ``None``: the runner's choice, see :mod:`pipeline.runner`).
     min_area
         Drop outlines smaller than this (m²).
     overwrite
@@ -113,7 +114,7 @@ def run_demo(
     client, cluster = _start_cluster(workers)
     try:
         started = time.perf_counter()
-        predicted = pipeline.predict(  # type: ignore[operator]
+        predicted = pipeline.predict(
             str(image),
             str(model),
             str(paths["store"]),
@@ -126,7 +127,7 @@ def run_demo(
         seconds["predict"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        vectorized = pipeline.vectorize(  # type: ignore[operator]
+        vectorized = pipeline.vectorize(
             str(paths["store"]),
             str(paths["outlines"]),
             min_area=min_area,
@@ -137,9 +138,10 @@ def run_demo(
         )
         seconds["vectorize"] = time.perf_counter() - started
     finally:
-        for item in (client, cluster):
-            if item is not None:
-                item.close()
+        if client is not None:
+            from pipeline.runner import close_cluster
+
+            close_cluster(client, cluster)
 
     started = time.perf_counter()
     render_preview(
@@ -186,7 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workflows.demo", description=__doc__)
     parser.add_argument("--out", default="out", help="output folder (out)")
     parser.add_argument("--model", default=str(SAMPLE / "model" / "buildings.safetensors"))
-    parser.add_argument("--workers", type=int, default=1, help="Dask workers (0: in-process)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="Dask workers (0: in-process; default: auto)"
+    )
     parser.add_argument("--tile", type=int, default=512, help="prediction tile (512)")
     parser.add_argument("--overwrite", action="store_true", help="replace any existing outputs")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

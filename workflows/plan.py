@@ -302,7 +302,7 @@ def _check_model(workflow: Workflow, base: Path, problems: list[str]) -> ModelIn
     if model.alignment:
         for key in ("tile", "patch"):
             size = getattr(workflow.tiling, key)
-            if size is not None and size % model.alignment:
+            if isinstance(size, int) and size % model.alignment:
                 lower = size // model.alignment * model.alignment
                 hint = (f"{lower} or " if lower else "") + f"{lower + model.alignment}"
                 problems.append(

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from workflows.cluster import connect, describe, job_script
 from workflows.plan import Plan, Scene, make_plan
@@ -37,7 +37,15 @@ from workflows.report import (
 )
 from workflows.spec import Workflow, load_workflow, merge
 
-__all__ = ["cluster_override", "plan", "run", "store_attributes", "store_status"]
+__all__ = [
+    "cluster_override",
+    "inference_settings",
+    "plan",
+    "run",
+    "store_attributes",
+    "store_status",
+    "tiling_settings",
+]
 
 
 def cluster_override(cluster: str | None) -> dict[str, Any]:
@@ -132,7 +140,7 @@ def _print_plan(plan: Plan, stream: IO[str], *, resume: bool, overwrite: bool) -
         f"  model    {model.path} ({model.kind}"
         + (f", alignment {model.alignment}, halo {model.halo}" if model.alignment else "")
         + ")",
-        f"  tiling   tile {tiling.tile}, patch {tiling.patch or 'whole tile'}, "
+        f"  tiling   tile {tiling.tile}, patch {tiling.patch}, "
         f"halo {tiling.halo}, batch {tiling.batch}",
         f"  cluster  {describe(w.cluster)}",
         f"  mode     {'resume' if resume else 'overwrite' if overwrite else 'fresh'}",
@@ -336,6 +344,7 @@ def _run_scene(
     previous: Mapping[str, Any],
 ) -> None:
     import pipeline
+    from pipeline.settings import ReadSettings
 
     w = plan.workflow
     record.megapixels = scene.megapixels or 0.0
@@ -348,22 +357,13 @@ def _run_scene(
         record.tiles_resumed = record.tiles_total - record.tiles_skipped
         bar.finish_scene(scene.index)
     else:
-        predict = cast("Callable[..., Any]", pipeline.predict)
-        predicted = predict(
+        predicted = pipeline.predict(
             str(scene.source),
             str(plan.model.path),
             str(scene.store),
-            tile=w.tiling.tile,
-            patch=w.tiling.patch,
-            halo=w.tiling.halo,
-            batch=w.tiling.batch,
-            device=w.inference.device,
-            precision=w.inference.precision,
-            bands=list(scene.bands) if scene.bands is not None else None,
-            level=scene.level,
-            mpp=scene.mpp,
-            probabilities=w.inference.probabilities,
-            threshold=w.inference.threshold,
+            tiling=tiling_settings(w),
+            inference=inference_settings(w),
+            read=ReadSettings(bands=scene.bands, level=scene.level, mpp=scene.mpp),
             client=client,
             resume=resume,
             overwrite=overwrite,
@@ -393,8 +393,7 @@ def _run_scene(
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        vectorize = cast("Callable[..., Any]", pipeline.vectorize)
-        vectorized = vectorize(
+        vectorized = pipeline.vectorize(
             str(scene.store),
             str(path),
             format=fmt,
@@ -417,6 +416,20 @@ def _run_scene(
         entry.status = "written"
         for stage, value in vectorize_seconds(entry.report, entry.seconds).items():
             record.stages[stage] += value
+
+
+def tiling_settings(workflow: Workflow) -> Any:
+    """Return the ``tiling`` section as :class:`pipeline.settings.TilingSettings`."""
+    from pipeline.settings import TilingSettings
+
+    return TilingSettings(**workflow.tiling.model_dump())
+
+
+def inference_settings(workflow: Workflow) -> Any:
+    """Return the ``inference`` section as :class:`pipeline.settings.InferenceSettings`."""
+    from pipeline.settings import InferenceSettings
+
+    return InferenceSettings(**workflow.inference.model_dump())
 
 
 def _as_dict(report: Any) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from pydantic import (
 )
 
 from pipeline.errors import ConfigError
+from pipeline.settings import InferenceSettings, TilingSettings, default_of, help_of
 
 __all__ = [
     "DEFAULTS_PATH",
@@ -97,6 +98,12 @@ FORMAT_NOTES: dict[str, str] = {
 }
 
 _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}(:\d{2}){0,2}$")
+
+
+def _doc(cls: type, name: str) -> str:
+    """Return a settings field's help as a schema description (capitalised, full stop)."""
+    text = help_of(cls, name)
+    return text[:1].upper() + text[1:] + "."
 
 
 def _parse_bytes(value: str) -> int:
@@ -175,18 +182,33 @@ class Read(_Section):
 
 
 class Tiling(_Section):
-    """The tile grid. ``tile`` and ``patch`` must be multiples of the model's alignment."""
+    """The tile grid. ``tile`` and ``patch`` must be multiples of the model's alignment.
+
+    Defaults and descriptions come from :class:`pipeline.settings.TilingSettings`.
+    """
 
     tile: Annotated[int, Field(gt=0)] = Field(
-        2048, description="Core tile (task) size in pixels; a multiple of the model's alignment."
+        default_of(TilingSettings, "tile"), description=_doc(TilingSettings, "tile")
     )
-    patch: Annotated[int, Field(gt=0)] | None = Field(
-        None, description="Model call size inside a tile; null runs the tile whole."
+    patch: Literal["auto"] | Annotated[int, Field(gt=0)] = Field(
+        default_of(TilingSettings, "patch"), description=_doc(TilingSettings, "patch")
     )
     halo: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
-        "auto", description="Context pixels per side; `auto` is exact (receptive field)."
+        default_of(TilingSettings, "halo"), description=_doc(TilingSettings, "halo")
     )
-    batch: Annotated[int, Field(gt=0)] = Field(4, description="Patches per model call.")
+    batch: Literal["auto"] | Annotated[int, Field(gt=0)] = Field(
+        default_of(TilingSettings, "batch"), description=_doc(TilingSettings, "batch")
+    )
+
+    @field_validator("patch", "batch", mode="before")
+    @classmethod
+    def _auto_or_positive(cls, value: Any) -> Any:
+        if value is None:
+            return "auto"  # older files: a null patch ran the tile whole
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if value == "auto" or (is_int and value > 0):
+            return value
+        raise ValueError(f"must be auto or an integer > 0, got {value!r}")
 
     @field_validator("halo", mode="before")
     @classmethod
@@ -198,23 +220,28 @@ class Tiling(_Section):
 
     @model_validator(mode="after")
     def _patch_fits(self) -> Tiling:
-        if self.patch is not None and self.patch > self.tile:
+        if isinstance(self.patch, int) and self.patch > self.tile:
             raise ValueError(f"patch ({self.patch}) must not exceed tile ({self.tile})")
         return self
 
 
 class Inference(_Section):
-    """Where and how the model runs."""
+    """Where and how the model runs (defaults from :class:`pipeline.settings.InferenceSettings`)."""
 
-    device: str = Field("auto", description="auto | cpu | cuda[:N] | mps.")
+    device: str = Field(
+        default_of(InferenceSettings, "device"), description=_doc(InferenceSettings, "device")
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="Compute precision; auto picks bf16 where the hardware has it."
+        default_of(InferenceSettings, "precision"),
+        description=_doc(InferenceSettings, "precision"),
     )
     probabilities: Literal["uint8", "float16", "float32"] = Field(
-        "uint8", description="How probabilities are stored."
+        default_of(InferenceSettings, "probabilities"),
+        description=_doc(InferenceSettings, "probabilities"),
     )
     threshold: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.5, description="Probability at or above which a one-class model labels a pixel."
+        default_of(InferenceSettings, "threshold"),
+        description=_doc(InferenceSettings, "threshold"),
     )
 
     @field_validator("device")

@@ -8,10 +8,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
 from pipeline.evaluate.evaluate import (
     Evaluation,
     PredictionRaster,
@@ -37,13 +33,3 @@ __all__ = [
     "open_prediction_raster",
     "pixel_metrics",
 ]
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``pipeline.evaluate(...)`` call :func:`evaluate` although it is a package."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Evaluation:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

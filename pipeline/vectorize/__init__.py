@@ -9,10 +9,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
 from pipeline.vectorize.centerlines import join_segments, prune_spurs, skeleton_segments
 from pipeline.vectorize.cleanup import fill_holes, polygonal_part, simplify_valid
 from pipeline.vectorize.georef import Frame, local_equal_area_crs
@@ -56,13 +52,3 @@ __all__ = [
     "trace_task",
     "vectorize",
 ]
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``pipeline.vectorize(...)`` call :func:`vectorize` although it is a package."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> VectorizeReport:
-        return vectorize(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -1,11 +1,11 @@
 """``pipeline.vectorize``: label raster -> exact polygons -> one output file.
 
-The driver plans the chunk grid, submits one task per chunk to Dask workers (a
-``LocalCluster`` by default, a given ``client``, a ``scheduler`` address, or in-process when
-``workers=0``), and consumes results as they complete: interior features go straight to the
-writer, border pieces are kept (they are few: only polygons that touch a seam) and merged at
-the end. At most a few chunk results are in flight, so driver memory is bounded by the border
-pieces, not by the raster or the number of features.
+The driver plans the chunk grid, hands one task per chunk to :class:`pipeline.runner.Runner`
+(in this process for a single chunk or ``workers=0``, else a ``LocalCluster``, a given
+``client`` or a ``scheduler`` address), and consumes results as they complete: interior
+features go straight to the writer, border pieces are kept (they are few: only polygons
+that touch a seam) and merged at the end. At most a few chunk results are in flight, so
+driver memory is bounded by the border pieces, not by the raster or the number of features.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,8 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 from pipeline.export import FeatureBatch, FileWriter, check_output, open_writer, target_of
+from pipeline.runner import Runner
+from pipeline.settings import RunnerSettings, split_options
 from pipeline.vectorize.centerlines import prune_spurs
 from pipeline.vectorize.georef import Target
 from pipeline.vectorize.polygons import ChunkTrace
@@ -123,73 +125,6 @@ def _pixel_size(job_source: LabelSource) -> float:
     return float(math.sqrt(shapely.area(frame.to_work(frame.to_map(box)))))
 
 
-class _Runner:
-    """Runs chunk tasks in-process or on a Dask cluster, yielding results as they finish."""
-
-    def __init__(self, workers: int | None, scheduler: str | None, client: Client | None) -> None:
-        self.client = client
-        self._own: list[Any] = []
-        if client is None and (scheduler or workers != 0):
-            from distributed import Client, LocalCluster
-
-            if scheduler:
-                self.client = Client(scheduler)  # type: ignore[no-untyped-call]
-            else:
-                n = workers or os.cpu_count() or 1
-                cluster = LocalCluster(  # type: ignore[no-untyped-call]
-                    n_workers=n,
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address=None,
-                )
-                self._own.append(cluster)
-                self.client = Client(cluster)  # type: ignore[no-untyped-call]
-            self._own.insert(0, self.client)
-
-    @property
-    def workers(self) -> int:
-        if self.client is None:
-            return 0
-        return len(self.client.scheduler_info().get("workers", {})) or 1
-
-    def map(self, func: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
-        """Run ``func(*args)`` for each args tuple, yielding results in completion order."""
-        if self.client is None:
-            import rasterio
-
-            with rasterio.Env():  # one GDAL environment, not one per rasterio call
-                for args in calls:
-                    yield func(*args)
-            return
-        from distributed import as_completed
-
-        limit = max(2, 2 * self.workers)
-        pending = iter(calls)
-        first = [self.client.submit(func, *a, pure=False) for a in _take(pending, limit)]
-        done = as_completed(first)  # type: ignore[no-untyped-call]
-        for future in done:
-            result = future.result()
-            future.release()
-            for args in _take(pending, 1):
-                done.add(self.client.submit(func, *args, pure=False))  # type: ignore[no-untyped-call]
-            yield result
-
-    def close(self) -> None:
-        for obj in self._own:
-            obj.close()
-
-
-def _take(it: Iterator[Any], n: int) -> list[Any]:
-    out = []
-    for _ in range(n):
-        try:
-            out.append(next(it))
-        except StopIteration:
-            break
-    return out
-
-
 def _finish_merged(job: Job, geoms: np.ndarray, cls: np.ndarray, px: np.ndarray,
                    ps: np.ndarray | None) -> tuple[FeatureBatch, int]:  # fmt: skip
     return finish_polygons(job, geoms, cls, px, ps)
@@ -209,14 +144,14 @@ def vectorize(
     centerlines: bool = False,
     connectivity: int = 4,
     chunk: int | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
+    runner: RunnerSettings | None = None,
     client: Client | None = None,
     overwrite: bool = False,
     progress: bool = True,
     object_type: str = "detection",
     halo: int = 64,
     spur_length: float = 10.0,
+    **options: Any,
 ) -> VectorizeReport:
     """Vectorize a label raster into one GeoJSON/GeoParquet/GeoPackage/FlatGeobuf/QuPath file.
 
@@ -248,10 +183,13 @@ def vectorize(
         4 or 8, as ``rasterio.features.shapes``.
     chunk
         Chunk side in pixels (default: 4096 rounded to the source's blocks).
-    workers
-        Local worker processes (default: one per core; 0 runs in this process).
-    scheduler, client
-        Use a running Dask scheduler (address) or client instead of a local cluster.
+    runner
+        Where the chunk tasks run (:class:`~pipeline.settings.RunnerSettings`: ``workers``,
+        ``scheduler``, ``retries``; also accepted by name, e.g. ``workers=0``). By default a
+        job of one chunk, or a machine with one core, runs in this process; larger jobs
+        start one single-threaded worker process per core.
+    client
+        Use a running Dask client instead.
     overwrite
         Replace an existing output.
     progress
@@ -284,33 +222,35 @@ def vectorize(
         raise ConfigError(f"halo must be >= 0 pixels, got {halo}")
     job = _make_job(source, settings, classes, fmt, int(halo), float(spur_length))
     grid = plan_chunks(source.shape, side)
-    runner = _Runner(workers, scheduler, client)
+    (settings_runner,) = split_options(options, runner or RunnerSettings())
     report = VectorizeReport(
         input=str(input if not isinstance(input, np.ndarray) else "<array>"),
         output=str(out_path), format=fmt, shape=source.shape, chunk=side, chunks=len(grid),
-        connectivity=settings.connectivity, workers=runner.workers,
+        connectivity=settings.connectivity, workers=0,
     )  # fmt: skip
     sink = _Sink(open_writer(out_path, fmt, job.schema(), object_type=object_type), report)
     times = [t0, 0.0, 0.0, 0.0]
     stage = {"read": 0.0, "trace": 0.0, "finish": 0.0}
+    tasks: Runner | None = None
     try:
-        from tqdm import tqdm
-
+        tasks = Runner(settings_runner, client=client, tasks=len(grid), kind="python")
+        report.workers = tasks.workers
         border: list[tuple[int, ChunkTrace]] = []
         lines: list[Any] = []
         times[1] = time.perf_counter()
-        bar = tqdm(total=len(grid), desc="vectorize", unit="chunk", disable=not progress)
-        for result in runner.map(trace_task, _chunk_calls(job, source, grid)):
+        traced = tasks.map(
+            trace_task, _chunk_calls(job, source, grid), total=len(grid),
+            progress=progress, desc="vectorize", unit="chunk",
+        )  # fmt: skip
+        for result in traced:
             sink.emit(result.features, result.dropped)
             if len(result.border.geometry):
                 border.append((result.index, result.border))
             lines.extend(result.lines.tolist())
             for k, v in result.seconds.items():
                 stage[k] += v
-            bar.update(1)
-        bar.close()
         times[2] = time.perf_counter()
-        _merge_border(job, border, runner, sink)
+        _merge_border(job, border, tasks, sink)
         _join_lines(job, lines, sink)
         times[3] = time.perf_counter()
         sink.writer.close()
@@ -319,7 +259,8 @@ def vectorize(
         sink.writer.abort()
         raise
     finally:
-        runner.close()
+        if tasks is not None:
+            tasks.close()
     report.features = sink.writer.count
     report.per_class = {job.name(c): n for c, n in sorted(sink.per_class.items())}
     t_end = time.perf_counter()
@@ -389,7 +330,7 @@ class _Sink:
 
 
 def _merge_border(
-    job: Job, border: list[tuple[int, ChunkTrace]], runner: _Runner, sink: _Sink
+    job: Job, border: list[tuple[int, ChunkTrace]], tasks: Runner, sink: _Sink
 ) -> None:
     """Join border pieces across seams, finish them on the workers, write them."""
     sink.report.border_pieces = int(sum(len(b.geometry) for _, b in border))
@@ -411,7 +352,7 @@ def _merge_border(
         sl = slice(s, s + _FINISH_BATCH)
         ps = None if merged.prob_sum is None else merged.prob_sum[sl]
         batches.append((job, merged.geometry[sl], merged.class_id[sl], merged.pixels[sl], ps))
-    for batch, dropped in runner.map(_finish_merged, batches):
+    for batch, dropped in tasks.map(_finish_merged, batches, progress=False):
         sink.emit(batch, dropped)
 
 

@@ -12,10 +12,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
 from unet.train.augment import augment_patch
 from unet.train.checkpoint import load_optimizer_state, save_optimizer_state, state_path
 from unet.train.device import cpu_supports_bf16, resolve_device, resolve_precision
@@ -47,13 +43,3 @@ __all__ = [
     "train",
     "xent_loss",
 ]
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``unet.train(...)`` call :func:`train` although ``unet.train`` is a package."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> TrainResult:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

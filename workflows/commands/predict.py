@@ -11,40 +11,18 @@ __all__ = ["HELP", "add_arguments", "main"]
 HELP = "segment a large image tile by tile into a Zarr store (probabilities, labels, ledger)"
 
 
-def _halo(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"halo must be 'auto' or pixels, not {text!r}") from None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``predict`` options."""
+    """Add the ``predict`` options (derived from :mod:`pipeline.settings`)."""
+    from pipeline.settings import InferenceSettings, ReadSettings, RunnerSettings, TilingSettings
+    from workflows.commands.options import add_settings
+
     parser.add_argument("source", help="GeoTIFF/COG/VRT, slide (SVS, NDPI, TIFF) or Zarr array")
     parser.add_argument("--model", required=True, help=".safetensors, TorchScript .pt or .onnx")
     parser.add_argument("--out", required=True, help="output Zarr store (STORE.zarr)")
-    parser.add_argument("--tile", type=int, default=2048, help="core tile of one task (2048)")
-    parser.add_argument("--patch", type=int, default=None, help="model call size in a task")
-    parser.add_argument("--halo", type=_halo, default="auto", help="auto or pixels")
-    parser.add_argument("--batch", type=int, default=4, help="patches per model call (4)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="(auto)"
-    )
-    parser.add_argument("--bands", default=None, help="1-based source bands, e.g. 1,2,3")
-    slide = parser.add_mutually_exclusive_group()
-    slide.add_argument("--level", type=int, default=None, help="slide pyramid level")
-    slide.add_argument("--mpp", type=float, default=None, help="slide target microns per pixel")
-    parser.add_argument(
-        "--probabilities", default="uint8", choices=["uint8", "float16", "float32"], help="(uint8)"
-    )
-    parser.add_argument("--threshold", type=float, default=0.5, help="binary label threshold")
-    parser.add_argument("--classes", default=None, help="class names/count for a foreign model")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=None, help="local worker processes")
-    where.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
+    add_settings(parser, TilingSettings)
+    add_settings(parser, InferenceSettings)
+    add_settings(parser, ReadSettings, exclusive=(("level", "mpp"),))
+    add_settings(parser, RunnerSettings, exclusive=(("workers", "scheduler"),))
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="finish an interrupted store")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -55,28 +33,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``pipeline.predict`` with the parsed options and print the report."""
     from pipeline.predict import predict
+    from pipeline.settings import InferenceSettings, ReadSettings, RunnerSettings, TilingSettings
+    from workflows.commands.options import settings_from
 
     report = predict(
         args.source,
         args.model,
         args.out,
-        tile=args.tile,
-        patch=args.patch,
-        halo=args.halo,
-        batch=args.batch,
-        device=args.device,
-        precision=args.precision,
-        bands=args.bands,
-        level=args.level,
-        mpp=args.mpp,
-        probabilities=args.probabilities,
-        threshold=args.threshold,
-        workers=args.workers,
-        scheduler=args.scheduler,
+        tiling=settings_from(args, TilingSettings),
+        inference=settings_from(args, InferenceSettings),
+        read=settings_from(args, ReadSettings),
+        runner=settings_from(args, RunnerSettings),
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.no_progress,
-        classes=args.classes,
     )
     data = report.to_dict()
     if args.report:

@@ -19,6 +19,9 @@ def _connectivity(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``vectorize`` options."""
+    from pipeline.settings import RunnerSettings
+    from workflows.commands.options import add_settings
+
     parser.add_argument("input", help="gigaseg store, or single-band label/probability raster")
     parser.add_argument("--out", required=True, help="output file (format from its extension)")
     parser.add_argument(
@@ -50,9 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["detection", "annotation"],
         help="QuPath objectType (detection)",
     )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=None, help="local workers (0: in-process)")
-    where.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
+    add_settings(parser, RunnerSettings, exclusive=(("workers", "scheduler"),))
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--report", default=None, help="also write the run report as JSON here")
@@ -60,7 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``pipeline.vectorize`` with the parsed options and print a summary."""
+    from pipeline.settings import RunnerSettings
     from pipeline.vectorize import vectorize
+    from workflows.commands.options import settings_from
 
     report = vectorize(
         args.input,
@@ -75,8 +78,7 @@ def main(args: argparse.Namespace) -> int:
         centerlines=args.centerlines,
         connectivity=args.connectivity,
         chunk=args.chunk,
-        workers=args.workers,
-        scheduler=args.scheduler,
+        runner=settings_from(args, RunnerSettings),
         overwrite=args.overwrite,
         progress=not args.no_progress,
         object_type=args.object_type,

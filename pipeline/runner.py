@@ -1,0 +1,392 @@
+"""The one task runner of predict, vectorize and workflows: in this process or on Dask.
+
+A stage hands :meth:`Runner.map` a task function and an iterable of argument tuples, and gets
+the results back in completion order, with a bounded number of tasks in flight (so the caller's
+memory and the scheduler's queue stay bounded), retries on a cluster, a progress bar and an
+``on_result`` callback (the stage's ledger and report). Where the tasks run is decided once,
+here, by one rule (:func:`choose_mode`):
+
+- ``client``: a given :class:`distributed.Client` or a scheduler address — the distributed path
+  for real scale (SLURM/PBS workers, several GPUs); futures consumed with ``as_completed``.
+- ``cluster``: a :class:`distributed.LocalCluster` built by :func:`local_cluster` (the only
+  place one is built), sized by :func:`machine_size`, dashboard on 127.0.0.1 only.
+- ``process``: a small thread pool in this process. A process cluster costs seconds to start
+  (each worker imports torch/GDAL and loads the model again) and cannot help where it would
+  hold a single worker (a CPU-only machine with fewer than 16 cores, or a single GPU), or
+  where the job is a single task; threads in process give the same overlap of reads and writes
+  with the model call (torch, GDAL and zarr codecs release the GIL) without that cost.
+
+Shutdown is clean: the client's workers are retired before the cluster closes, so no
+"Worker process still alive ... killing" warnings appear at exit.
+
+Examples
+--------
+>>> with Runner(RunnerSettings(workers=0)) as runner:
+...     sorted(runner.map(pow, [(2, 3), (3, 2)], progress=False))
+[8, 9]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from pipeline.settings import RunnerSettings
+
+__all__ = [
+    "Mode",
+    "Runner",
+    "choose_mode",
+    "close_cluster",
+    "local_cluster",
+    "machine_size",
+]
+
+Mode = Literal["process", "cluster", "client"]
+
+#: CPU cores one model worker uses well; more cores get more worker processes.
+CORES_PER_MODEL_WORKER = 8
+
+
+def _gpu_count() -> int:
+    if "torch" not in sys.modules:
+        # Counting GPUs needs torch; a stage that never imported it (vectorize) runs no model.
+        return 0
+    import torch
+
+    return int(torch.cuda.device_count())
+
+
+def machine_size(kind: str = "model") -> tuple[int, int]:
+    """Worker processes and threads per worker for this machine (the one sizing rule).
+
+    Model work gets one worker per GPU, else one per :data:`CORES_PER_MODEL_WORKER` cores
+    (intra-op threads scale to about that many), each with the cores divided among them.
+    GIL-bound Python work (``kind="python"``: vectorize) gets one single-threaded worker per
+    core.
+
+    >>> workers, threads = machine_size("python")
+    >>> threads
+    1
+    """
+    cores = os.cpu_count() or 1
+    if kind == "python":
+        return cores, 1
+    gpus = _gpu_count()
+    if gpus:
+        return gpus, max(1, cores // gpus)
+    workers = max(1, cores // CORES_PER_MODEL_WORKER)
+    return workers, max(1, cores // workers)
+
+
+def choose_mode(
+    settings: RunnerSettings, *, client: Any = None, tasks: int | None = None, kind: str = "model"
+) -> Mode:
+    """Where tasks run: a given client or scheduler, a new LocalCluster, or this process.
+
+    ``workers=None`` (auto) runs in process when a cluster would hold one worker or the job
+    is at most one task; an explicit ``workers=N >= 1`` always starts a LocalCluster.
+
+    >>> choose_mode(RunnerSettings(workers=0)), choose_mode(RunnerSettings(), tasks=1)
+    ('process', 'process')
+    """
+    if client is not None or settings.scheduler:
+        return "client"
+    if settings.workers == 0:
+        return "process"
+    if settings.workers is None and (
+        (tasks is not None and tasks <= 1) or machine_size(kind)[0] <= 1
+    ):
+        return "process"
+    return "cluster"
+
+
+def local_cluster(
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    *,
+    kind: str = "model",
+    memory_limit: str | int | None = "auto",
+    dashboard_address: str | None = "127.0.0.1:0",
+    resources: dict[str, float] | None = None,
+) -> Any:
+    """Start a :class:`distributed.LocalCluster` on loopback (the only place one is built).
+
+    Parameters
+    ----------
+    n_workers, threads_per_worker
+        Default: :func:`machine_size` for ``kind``.
+    kind
+        ``"model"`` or ``"python"`` (see :func:`machine_size`).
+    memory_limit
+        Per worker (``"auto"`` splits the machine's memory).
+    dashboard_address
+        Loopback with a free port by default; ``None`` disables the dashboard. A bare port
+        (``":8787"``) is bound to 127.0.0.1, never to every interface.
+    resources
+        Abstract resources each worker declares (e.g. ``{"GPU": 1}``).
+    """
+    from distributed import LocalCluster
+
+    workers, threads = machine_size(kind)
+    if n_workers is not None:
+        threads = max(1, (os.cpu_count() or 1) // max(1, n_workers))
+    if dashboard_address is not None and dashboard_address.startswith(":"):
+        dashboard_address = "127.0.0.1" + dashboard_address
+    return LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=workers if n_workers is None else n_workers,
+        threads_per_worker=threads if threads_per_worker is None else threads_per_worker,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=dashboard_address,
+        memory_limit=memory_limit,
+        resources=resources,
+        silence_logs=logging.ERROR,
+    )
+
+
+def close_cluster(client: Any, cluster: Any = None) -> None:
+    """Close a client (and the cluster it owns) without "still alive ... killing" warnings.
+
+    Workers are retired first (they finish and exit on their own), then the client and the
+    cluster close; the nanny has nothing left to kill.
+    """
+    try:
+        if cluster is not None and client.status == "running":
+            client.retire_workers(close_workers=True, remove=True)
+    except Exception:
+        pass
+    finally:
+        with _quiet("distributed"):
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+@contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class Runner:
+    """Runs task functions in this process or on Dask; see the module docstring.
+
+    Parameters
+    ----------
+    settings
+        ``workers`` / ``scheduler`` / ``retries``.
+    client
+        An existing :class:`distributed.Client` (not closed by the runner).
+    tasks
+        How many tasks the job has, when known (a single task always runs in process).
+    kind
+        ``"model"`` (predict) or ``"python"`` (vectorize): sizes the cluster and the thread
+        pool (model tasks overlap reads/writes with the model call: 2 threads; GIL-bound
+        tasks run one at a time in process).
+    """
+
+    def __init__(
+        self,
+        settings: RunnerSettings | None = None,
+        *,
+        client: Any = None,
+        tasks: int | None = None,
+        kind: str = "model",
+    ) -> None:
+        self.settings = settings or RunnerSettings()
+        self.kind = kind
+        self.mode: Mode = choose_mode(self.settings, client=client, tasks=tasks, kind=kind)
+        self.client = client
+        self._cluster: Any = None
+        self._owns_client = False
+        #: Intra-op threads a model task should use (``None``: leave the process default).
+        self.threads: int | None = None
+        if self.mode == "client" and client is None:
+            from distributed import Client
+
+            self.client = Client(self.settings.scheduler, timeout="30s")  # type: ignore[no-untyped-call]
+            self._owns_client = True
+        elif self.mode == "cluster":
+            from distributed import Client
+
+            n_workers = self.settings.workers
+            self._cluster = local_cluster(
+                n_workers,
+                # model workers run one task in the model and the next one reading
+                2 if kind == "model" else 1,
+                kind=kind,
+            )
+            self.client = Client(self._cluster)  # type: ignore[no-untyped-call]
+            self._owns_client = True
+            workers = n_workers or machine_size(kind)[0]
+            self.threads = max(1, (os.cpu_count() or 1) // workers)
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def workers(self) -> int:
+        """Number of workers (0 in process)."""
+        if self.client is None:
+            return 0
+        return len(self.client.scheduler_info(n_workers=-1).get("workers", {})) or 1
+
+    def slots(self) -> int:
+        """Tasks that can run at once (worker threads, or this process's pool)."""
+        if self.client is None:
+            return 2 if self.kind == "model" else 1
+        info = self.client.scheduler_info(n_workers=-1)
+        return max(1, sum(int(w.get("nthreads", 1)) for w in info["workers"].values()))
+
+    def gpu_resources(self) -> dict[str, int] | None:
+        """``{"GPU": 1}`` when every worker declares GPUs (one model task per device)."""
+        if self.client is None:
+            return None
+        info = self.client.scheduler_info(n_workers=-1)
+        gpus = [w.get("resources", {}).get("GPU", 0) for w in info["workers"].values()]
+        return {"GPU": 1} if gpus and all(gpus) else None
+
+    def share(self, obj: Any) -> Any:
+        """Ship ``obj`` to every worker once (a future); in process it is returned as is."""
+        if self.client is None:
+            return obj
+        return self.client.scatter(obj, broadcast=True, hash=False)
+
+    def call(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run one task where the tasks run (e.g. a measurement on a worker) and return it."""
+        return next(self.map(func, [args], progress=False))
+
+    def map(
+        self,
+        func: Callable[..., Any],
+        calls: Iterable[tuple[Any, ...]],
+        *,
+        total: int | None = None,
+        progress: bool = True,
+        desc: str = "tasks",
+        unit: str = "task",
+        on_result: Callable[[Any], None] | None = None,
+        resources: dict[str, Any] | None = None,
+    ) -> Iterator[Any]:
+        """Run ``func(*args)`` for each args tuple, yielding results in completion order.
+
+        At most ``2 x slots`` tasks are in flight; pending tasks are cancelled if the caller
+        stops early or a task fails (after its retries on a cluster).
+        """
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr)
+        try:
+            if self.client is None:
+                stream = self._map_local(func, calls)
+            else:
+                stream = self._map_client(func, calls, resources)
+            for result in stream:
+                if on_result is not None:
+                    on_result(result)
+                if bar is not None:
+                    bar.update(1)
+                yield result
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _map_local(
+        self, func: Callable[..., Any], calls: Iterable[tuple[Any, ...]]
+    ) -> Iterator[Any]:
+        pending = iter(calls)
+        if self.slots() == 1:
+            with _gdal_env():
+                for args in pending:
+                    yield func(*args)
+            return
+        limit = 2 * self.slots()
+        with ThreadPoolExecutor(self.slots(), thread_name_prefix="gigaseg-task") as pool:
+            active: set[Future[Any]] = {pool.submit(func, *a) for a in _take(pending, limit)}
+            try:
+                while active:
+                    done, active = wait(active, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        result = future.result()
+                        active.update(pool.submit(func, *a) for a in _take(pending, 1))
+                        yield result
+            finally:
+                for future in active:
+                    future.cancel()
+
+    def _map_client(
+        self,
+        func: Callable[..., Any],
+        calls: Iterable[tuple[Any, ...]],
+        resources: dict[str, Any] | None,
+    ) -> Iterator[Any]:
+        from distributed import as_completed
+
+        client = self.client
+        retries = self.settings.retries
+        pending = iter(calls)
+        active: set[Any] = set()
+
+        def submit(args: tuple[Any, ...]) -> Any:
+            future = client.submit(func, *args, retries=retries, resources=resources, pure=False)
+            active.add(future)
+            return future
+
+        stream = as_completed([submit(a) for a in _take(pending, 2 * self.slots())])  # type: ignore[no-untyped-call]
+        try:
+            for future in stream:
+                active.discard(future)
+                result = future.result()
+                future.release()
+                for args in _take(pending, 1):
+                    stream.add(submit(args))  # type: ignore[no-untyped-call]
+                yield result
+        finally:
+            if active:
+                client.cancel(list(active))
+
+    def close(self) -> None:
+        """Stop what this runner started (a given client is left running)."""
+        if self._owns_client and self.client is not None:
+            close_cluster(self.client, self._cluster)
+        self.client = None if self._owns_client else self.client
+        self._cluster = None
+        self._owns_client = False
+
+
+@contextmanager
+def _gdal_env() -> Iterator[None]:
+    """One GDAL environment for a sequential in-process loop, not one per rasterio call."""
+    try:
+        import rasterio
+    except ImportError:  # pragma: no cover - rasterio is a core dependency
+        yield
+        return
+    with rasterio.Env():
+        yield
+
+
+def _take(iterator: Iterator[Any], count: int) -> list[Any]:
+    out = []
+    for _ in range(count):
+        try:
+            out.append(next(iterator))
+        except StopIteration:
+            break
+    return out
