@@ -152,7 +152,7 @@ def test_dry_run_plans_without_running(
     assert cli(["run", str(path), "--dry-run", "--cluster", "slurm", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "workflow demo" in text
-    assert "tile 32, patch whole tile, halo auto, batch 4" in text
+    assert "tile 32, patch auto, halo auto, batch auto" in text
     assert "slurm: adaptive 0..1 jobs of 2 cores, 4GB, 1 worker(s), 1 GPUs" in text
     assert f"[0] {two_scenes[0]} (80x64 px, 6 tiles)" in text
     assert f"store  {tmp_path / 'out' / 'a.zarr'}" in text
