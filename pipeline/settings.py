@@ -178,7 +178,7 @@ class TilingSettings:
     )
     patch: int | str = option(
         "auto",
-        "model call size inside a task: auto (tuned once per machine and model) or pixels",
+        "model call size inside a task: auto (the whole tile up to 2048) or pixels",
         metavar="auto|N",
     )
     halo: int | str = option(
@@ -186,7 +186,7 @@ class TilingSettings:
         metavar="auto|N",
     )  # fmt: skip
     batch: int | str = option(
-        "auto", "patches per model call: auto (tuned with the patch) or a number",
+        "auto", "patches per model call: auto (4) or a number",
         metavar="auto|N",
     )  # fmt: skip
 

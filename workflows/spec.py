@@ -182,10 +182,9 @@ class Read(_Section):
 
 
 class Tiling(_Section):
-    """The tile grid. ``tile`` and ``patch`` must be multiples of the model's alignment.
+    """The tile grid. ``tile`` and ``patch`` must be multiples of the model's alignment."""
 
-    Defaults and descriptions come from :class:`pipeline.settings.TilingSettings`.
-    """
+    # Defaults and descriptions come from pipeline.settings.TilingSettings (declared once).
 
     tile: Annotated[int, Field(gt=0)] = Field(
         default_of(TilingSettings, "tile"), description=_doc(TilingSettings, "tile")
@@ -226,7 +225,9 @@ class Tiling(_Section):
 
 
 class Inference(_Section):
-    """Where and how the model runs (defaults from :class:`pipeline.settings.InferenceSettings`)."""
+    """Where and how the model runs."""
+
+    # Defaults and descriptions come from pipeline.settings.InferenceSettings (declared once).
 
     device: str = Field(
         default_of(InferenceSettings, "device"), description=_doc(InferenceSettings, "device")
