@@ -14,6 +14,7 @@ __all__ = [
     "GigasegError",
     "InputError",
     "OutputExistsError",
+    "ReadError",
     "StoreError",
 ]
 
@@ -28,6 +29,10 @@ class ConfigError(GigasegError, ValueError):
 
 class InputError(GigasegError, ValueError):
     """An input file or array cannot be used (missing, unreadable, wrong bands...)."""
+
+
+class ReadError(InputError):
+    """Pixels of a source could not be read; the message names the file and the window."""
 
 
 class CheckpointError(GigasegError, ValueError):

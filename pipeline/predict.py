@@ -376,7 +376,8 @@ def predict(
             "probabilities_dtype": inference.probabilities,
             "software": {"gigaseg": _software_version()},
             "run_id": uuid.uuid4().hex,
-            **{k: v for k, v in src.georef.items() if v is not None},
+            **({"nodata": src.nodata} if src.nodata is not None else {}),
+            **{k: v for k, v in src.georef.to_attrs().items() if v is not None},
         }
         ledger = create_store(
             store_path,

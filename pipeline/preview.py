@@ -11,7 +11,7 @@ level-0 pixels already.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,10 @@ import numpy as np
 from pipeline.errors import InputError
 from pipeline.export.atomic import check_output, commit, temporary_path
 from pipeline.export.features import class_color
+from pipeline.read import Georef, is_store, open_source
+from pipeline.read.location import location_exists
 
 __all__ = ["Thumbnail", "read_thumbnail", "read_vectors", "render_preview"]
-
-_SLIDE_EXTENSIONS = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
-
 
 @dataclass
 class Thumbnail:
@@ -36,14 +35,13 @@ class Thumbnail:
         ``(h, w, 3)`` uint8.
     scale
         Thumbnail pixels per level-0 pixel.
-    crs, transform
-        The image's CRS (WKT) and GDAL-order affine, when georeferenced.
+    georef
+        The image's georeference (a CRS + affine when georeferenced).
     """
 
     rgb: np.ndarray
     scale: float
-    crs: str | None = None
-    transform: tuple[float, ...] | None = None
+    georef: Georef = field(default_factory=Georef.pixel)
 
 
 def _stretch(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -58,47 +56,26 @@ def _stretch(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def _is_slide(path: Path) -> bool:
-    return path.suffix.lower() in _SLIDE_EXTENSIONS
-
-
 def read_thumbnail(path: str | Path, size: int = 1024) -> Thumbnail:
-    """Read a thumbnail of at most ``size`` pixels on its long side from a raster or slide."""
-    image = Path(path)
-    if not image.exists():
-        raise InputError(f"image {image} does not exist; give the GeoTIFF or slide to preview")
-    if _is_slide(image):
-        import tiffslide
+    """Read a thumbnail of at most ``size`` pixels on its long side from a raster or slide.
 
-        with tiffslide.TiffSlide(str(image)) as slide:
-            width, _ = slide.dimensions
-            thumb = np.asarray(slide.get_thumbnail((size, size)).convert("RGB"))
-        return Thumbnail(thumb, thumb.shape[1] / width)
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.errors import RasterioIOError
-
-    try:
-        ds = rasterio.open(str(image))
-    except RasterioIOError:
-        raise InputError(f"cannot read {image} as an image (GeoTIFF, COG or slide)") from None
-    with ds:
-        scale = min(1.0, size / max(ds.width, ds.height))
-        out_shape = (max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
-        indexes = [1, 2, 3] if ds.count >= 3 else [1]
-        data = ds.read(indexes, out_shape=(len(indexes), *out_shape),
-                       resampling=Resampling.average)  # fmt: skip
-        valid = ds.read_masks(1, out_shape=out_shape) > 0
-        crs = ds.crs.to_wkt() if ds.crs else None
-        transform = ds.transform.to_gdal()
-        if ds.dtypes[0] == "uint8" and ds.colorinterp[0].name in ("red", "gray", "grey"):
-            rgb8 = data.astype(np.uint8)
-        else:
-            rgb8 = _stretch(data, valid)
+    The image is opened through :func:`pipeline.read.open_source` (local file, URL,
+    ``/vsi*/`` path, STAC item or slide); GeoTIFFs read their overviews, slides their
+    smallest level. Photographic 8-bit images are shown as they are, anything else is
+    stretched between its 2nd and 98th percentiles.
+    """
+    source = open_source(path)
+    indexes = [1, 2, 3] if source.count >= 3 else [1]
+    if list(source.bands) != indexes:
+        source = open_source(path, bands=indexes)
+    data, valid = source.thumbnail(size)
+    rgb8 = data.astype(np.uint8) if data.dtype == np.uint8 else _stretch(data, valid)
     if rgb8.shape[0] == 1:
         rgb8 = np.repeat(rgb8, 3, axis=0)
     rgb = np.moveaxis(rgb8, 0, -1).copy()
-    return Thumbnail(rgb, out_shape[1] / ds.width, crs, transform)
+    slide = source.georef.kind == "slide"
+    level0_width = source.shape[1] * (source.georef.downsample[0] if slide else 1.0)
+    return Thumbnail(rgb, rgb.shape[1] / level0_width, source.georef)
 
 
 def _store_labels(store: Path, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
@@ -192,9 +169,9 @@ def _to_thumbnail_pixels(geom: Any, thumb: Thumbnail, crs: str | None, lonlat: b
     import shapely
     from pyproj import Transformer
 
-    if thumb.crs is not None and (crs is not None or lonlat):
-        tr = Transformer.from_crs(crs or "EPSG:4326", thumb.crs, always_xy=True)
-        c, a, b, f, d, e = thumb.transform or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    if thumb.georef.crs is not None and (crs is not None or lonlat):
+        tr = Transformer.from_crs(crs or "EPSG:4326", thumb.georef.crs, always_xy=True)
+        c, a, b, f, d, e = thumb.georef.to_gdal()
         det = a * e - b * d
 
         def apply(xy: np.ndarray) -> np.ndarray:
@@ -240,20 +217,20 @@ def render_preview(
     from PIL import Image, ImageDraw
 
     out_path = check_output(out, overwrite=overwrite)
-    src = Path(source)
+    src = str(source)
     store = labels
-    if (src / "zarr.json").is_file():
+    if is_store(src) and (Path(src) / "zarr.json").is_file():
         from pipeline.vectorize.source import open_labels
 
         open_labels(src)  # validates the store
-        attrs = json.loads((src / "zarr.json").read_text()).get("attributes", {})
+        attrs = json.loads((Path(src) / "zarr.json").read_text()).get("attributes", {})
         image = attrs.get("source")
-        if not image or not Path(image).exists():
+        if not image or not location_exists(image):
             raise InputError(
                 f"store {src} names source image {image!r}, which is not there; run "
                 f"'gigaseg preview IMAGE --labels {src}' with the image"
             )
-        store, src = src, Path(image)
+        store, src = src, str(image)
     thumb = read_thumbnail(src, size)
     canvas = Image.fromarray(thumb.rgb).convert("RGBA")
     if store is not None:

@@ -28,7 +28,9 @@ from pipeline.errors import InputError
 from pipeline.evaluate.lines import LineMetrics, line_metrics
 from pipeline.evaluate.objects import ObjectMetrics, match_objects
 from pipeline.evaluate.pixels import PixelCounts
+from pipeline.read import Georef, is_store, open_source
 from pipeline.sample.vectors import VectorLabels, read_vectors
+from pipeline.tile.grid import Window
 
 __all__ = [
     "Evaluation",
@@ -148,11 +150,10 @@ def _finite(value: Any) -> Any:
 class PredictionRaster:
     """A label raster opened for windowed reads (a gigaseg store or a GeoTIFF)."""
 
-    path: Path
+    path: str
     height: int
     width: int
-    crs: CRS | None
-    transform: Affine
+    georef: Georef
     classes: tuple[str, ...]
     _read: Any = field(repr=False)
 
@@ -176,10 +177,7 @@ def open_prediction_raster(path: str | Path, *, threshold: float = 0.5) -> Predi
     PredictionRaster
         The raster's grid and a window reader.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"prediction {path} does not exist")
-    if path.is_dir():
+    if is_store(path):
         import zarr
 
         try:
@@ -190,45 +188,27 @@ def open_prediction_raster(path: str | Path, *, threshold: float = 0.5) -> Predi
                 f"{path} is not a gigaseg store with a 'labels' array; run gigaseg predict first"
             ) from exc
         attrs: dict[str, Any] = dict(group.attrs)
-        crs = CRS.from_user_input(attrs["crs"]) if attrs.get("crs") else None
-        transform = (
-            Affine.from_gdal(*attrs["transform"]) if attrs.get("transform") else Affine.identity()
-        )
         height, width = (int(v) for v in labels.shape[-2:])
         classes = tuple(str(c) for c in attrs.get("classes") or ("class_1",))
         if len(classes) > 1 and classes[0].lower() == "background":
             classes = classes[1:]
         return PredictionRaster(
-            path,
+            str(path),
             height,
             width,
-            crs,
-            transform,
+            Georef.from_attrs(attrs),
             classes,
             lambda r, c, h, w: labels[r : r + h, c : c + w],
         )
-    import rasterio
-    from rasterio.windows import Window
-
-    try:
-        dataset = rasterio.open(path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"cannot open prediction raster {path}: {exc}") from exc
-    floating = np.dtype(dataset.dtypes[0]).kind == "f"
+    source = open_source(path, bands=[1])
+    floating = source.dtype.kind == "f"
 
     def read(row: int, col: int, height: int, width: int) -> np.ndarray:
-        data: np.ndarray = dataset.read(1, window=Window(col, row, width, height))
+        data: np.ndarray = source.read(Window(row, col, height, width))[0]
         return (data >= threshold).astype(np.uint8) if floating else data
 
-    return PredictionRaster(
-        path,
-        int(dataset.height),
-        int(dataset.width),
-        CRS.from_user_input(dataset.crs) if dataset.crs else None,
-        Affine(*tuple(dataset.transform)[:6]),
-        ("class_1",),
-        read,
-    )
+    height, width = source.shape
+    return PredictionRaster(source.name, height, width, source.georef, ("class_1",), read)
 
 
 def mask_to_polygons(mask: np.ndarray, transform: Affine) -> np.ndarray:
@@ -345,9 +325,9 @@ def _predicted_vectors(
             "memory; run gigaseg vectorize on it and evaluate the vector file"
         )
     polygons = mask_to_polygons(
-        raster.read(0, 0, raster.height, raster.width) == 1, raster.transform
+        raster.read(0, 0, raster.height, raster.width) == 1, raster.georef.transform
     )
-    return VectorLabels(polygons, (None,) * len(polygons), raster.crs)
+    return VectorLabels(polygons, (None,) * len(polygons), raster.georef.crs_obj)
 
 
 def evaluate(

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import InputError
+from pipeline.read.georef import Georef
 from pipeline.read.source import Source, cached_handle, parse_bands
 from pipeline.tile.grid import Window
 
@@ -41,7 +42,7 @@ class ArraySource(Source):
         self.shape = (rows, cols)
         self.bands = parse_bands(bands, count, self.name)
         self.dtype = np.dtype(array.dtype)
-        self.georef = {}
+        self.georef = Georef.pixel()
 
     def _read_box(self, window: Window) -> npt.NDArray[Any]:
         rows, cols = window.to_slices()
@@ -68,7 +69,7 @@ class ZarrSource(Source):
         self.shape = (rows, cols)
         self.bands = parse_bands(bands, count, self.name)
         self.dtype = np.dtype(array.dtype)
-        self.georef = {key: array.attrs[key] for key in ("crs", "transform") if key in array.attrs}
+        self.georef = Georef.from_attrs(dict(array.attrs))
 
     def _array(self) -> Any:
         def opener() -> Any:

@@ -9,28 +9,50 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, ReadError
+from pipeline.read.georef import Georef
+from pipeline.read.location import location_exists, redact, redact_text, remote_env, to_gdal_path
 from pipeline.read.source import Source, Validity, cached_handle, file_stamp, parse_bands
 from pipeline.tile.grid import Window
 
-__all__ = ["GeoTiffSource", "open_dataset"]
+__all__ = ["GeoTiffSource", "gdal_reason", "open_dataset"]
+
+
+def gdal_reason(exc: BaseException) -> str:
+    """GDAL's own message for a failed call, on one line, without credentials.
+
+    rasterio raises ``RasterioIOError("Read or write failed. See previous exception for
+    details.")`` from the ``CPLE_*`` error that holds GDAL's message: walk the chain to it.
+    """
+    messages: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(messages) < 4:
+        text = " ".join(str(seen).split())
+        if text and "See previous exception" not in text and text not in messages:
+            messages.append(text)
+        seen = seen.__cause__ or seen.__context__
+    return redact_text("; ".join(messages) or type(exc).__name__)
 
 
 def open_dataset(path: str) -> Any:
-    """Open ``path`` with rasterio, turning failures into one-line :class:`InputError`."""
+    """Open ``path`` (local, URL or ``/vsi*/``) with rasterio; failures become one line.
+
+    Remote locations are opened under :func:`~pipeline.read.location.remote_env`.
+    """
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-    if not Path(path).exists() and "://" not in path and not path.startswith("/vsi"):
+    if not location_exists(path):
         raise InputError(f"{path} does not exist; check the path")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), remote_env(path):
             # A plain (non-geo) TIFF is fine: it is processed in pixel coordinates.
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
+            return rasterio.open(to_gdal_path(path))
     except RasterioIOError as exc:
-        reason = " ".join(str(exc).split())
-        raise InputError(f"{path} is not a readable raster image ({reason})") from None
+        raise InputError(
+            f"{redact(path)} is not a readable raster image ({gdal_reason(exc)})"
+        ) from None
 
 
 class GeoTiffSource(Source):
@@ -53,25 +75,24 @@ class GeoTiffSource(Source):
 
     def __init__(self, path: str | Path, bands: Any = None) -> None:
         self.path = str(path)
-        self.name = self.path
+        self.name = redact(self.path)
         dataset = self._dataset()
         self.shape = (dataset.height, dataset.width)
         self.bands = parse_bands(bands, dataset.count, self.name)
         self.dtype = np.dtype(dataset.dtypes[self.bands[0] - 1])
-        self.georef = {
-            "crs": dataset.crs.to_wkt() if dataset.crs else None,
-            "transform": list(dataset.transform.to_gdal()),
-            "nodata": dataset.nodata,
-        }
+        self.georef = Georef.from_dataset(dataset)
+        self.nodata = dataset.nodata
         # Fail here, on the client, for a file whose first or last block cannot be decoded
         # (truncated or garbled files); deeper damage surfaces in the task that reads it.
         try:
             last = ((dataset.height - 1, dataset.height), (dataset.width - 1, dataset.width))
-            dataset.read(self.bands[0], window=((0, 1), (0, 1)))
-            dataset.read(self.bands[0], window=last)
+            with remote_env(self.path):
+                dataset.read(self.bands[0], window=((0, 1), (0, 1)))
+                dataset.read(self.bands[0], window=last)
         except Exception as exc:
-            reason = " ".join(str(exc).split())
-            raise InputError(f"{self.path} is a corrupt or unreadable raster ({reason})") from None
+            raise InputError(
+                f"{self.name} is a corrupt or unreadable raster ({gdal_reason(exc)})"
+            ) from None
 
     def _handle(self) -> tuple[Any, Any]:
         return cached_handle(
@@ -87,11 +108,46 @@ class GeoTiffSource(Source):
         dataset, lock = self._handle()
         rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
         try:
-            with lock:
+            with lock, remote_env(self.path):
                 return np.asarray(dataset.read(list(self.bands), window=rio_window))
         except Exception as exc:
-            reason = " ".join(str(exc).split())
-            raise InputError(f"{self.path}: cannot read window {window} ({reason})") from None
+            raise ReadError(
+                f"{self.name}: cannot read window rows {window.row_off}:{window.row_stop}, "
+                f"cols {window.col_off}:{window.col_stop} ({gdal_reason(exc)})"
+            ) from None
+
+    def valid_pixels(self, window: Window, pixels: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+        """Return False where every band equals nodata, or where GDAL's dataset mask is 0."""
+        from rasterio.enums import MaskFlags
+        from rasterio.windows import Window as RioWindow
+
+        if self.nodata is not None:
+            return ~np.all(pixels == np.asarray(self.nodata, dtype=pixels.dtype), axis=0)
+        dataset, lock = self._handle()
+        flags = dataset.mask_flag_enums[self.bands[0] - 1]
+        if not any(flag in (MaskFlags.per_dataset, MaskFlags.alpha) for flag in flags):
+            return np.ones((window.height, window.width), dtype=bool)
+        rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
+        with lock, remote_env(self.path):
+            mask: npt.NDArray[np.bool_] = dataset.dataset_mask(window=rio_window) > 0
+        return mask
+
+    def thumbnail(self, max_size: int = 1024) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+        """Average-resampled overview (GDAL reads the file's overviews when it has them)."""
+        from rasterio.enums import Resampling
+
+        dataset, lock = self._handle()
+        height, width = self.shape
+        scale = min(1.0, max_size / max(height, width))
+        out_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+        with lock, remote_env(self.path):
+            pixels = dataset.read(
+                list(self.bands),
+                out_shape=(self.count, *out_shape),
+                resampling=Resampling.average,
+            )
+            valid = dataset.read_masks(self.bands[0], out_shape=out_shape) > 0
+        return np.asarray(pixels), valid
 
     def validity(self, max_size: int = 1024) -> Validity | None:
         """Return GDAL's dataset mask at ``<= max_size`` pixels a side (None: all valid)."""
@@ -104,6 +160,6 @@ class GeoTiffSource(Source):
         height, width = self.shape
         factor = max(1.0, max(height, width) / max_size)
         out_shape = (max(1, round(height / factor)), max(1, round(width / factor)))
-        with lock:
+        with lock, remote_env(self.path):
             mask = dataset.dataset_mask(out_shape=out_shape) > 0
         return Validity(mask, (height / out_shape[0], width / out_shape[1]))

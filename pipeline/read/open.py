@@ -10,10 +10,30 @@ import numpy as np
 from pipeline.errors import InputError
 from pipeline.read.array import ArraySource, ZarrSource
 from pipeline.read.geotiff import GeoTiffSource
+from pipeline.read.location import is_remote, location_exists, location_suffix, redact
 from pipeline.read.slide import SLIDE_SUFFIXES, SlideSource
 from pipeline.read.source import Source
 
-__all__ = ["open_source"]
+__all__ = ["is_slide", "is_store", "open_source"]
+
+
+def is_store(location: Any) -> bool:
+    """Whether ``location`` names a Zarr array or group (a local directory, or ``*.zarr``)."""
+    text = str(location)
+    if location_suffix(text) == ".zarr":
+        return True
+    return not is_remote(text) and Path(text).is_dir()
+
+
+def is_slide(location: Any) -> bool:
+    """Whether ``location`` is a whole-slide image (by suffix, or a format OpenSlide detects).
+
+    One list of slide formats serves every command: :data:`~pipeline.read.slide.SLIDE_SUFFIXES`.
+    """
+    text = str(location)
+    if location_suffix(text) in SLIDE_SUFFIXES:
+        return True
+    return not is_remote(text) and Path(text).is_file() and _is_vendor_slide(text)
 
 
 def _is_vendor_slide(path: str) -> bool:
@@ -57,12 +77,16 @@ def open_source(
     if isinstance(source, np.ndarray):
         return ArraySource(source, bands)
     path = str(source)
-    if not Path(path).exists() and "://" not in path:
+    if not location_exists(path):
         raise InputError(f"{path} does not exist; check the path")
-    suffix = Path(path).suffix.lower()
-    if Path(path).is_dir() or suffix == ".zarr":
+    if is_store(path):
         return ZarrSource(path, bands)
     slide_wanted = level is not None or mpp is not None
-    if suffix in SLIDE_SUFFIXES or slide_wanted or _is_vendor_slide(path):
+    if slide_wanted or is_slide(path):
+        if is_remote(path):
+            raise InputError(
+                f"{redact(path)} is a remote slide; slides are read from local files only "
+                "(copy it locally first)"
+            )
         return SlideSource(path, level=level, mpp=mpp, bands=bands, backend=slide_backend)
     return GeoTiffSource(path, bands)

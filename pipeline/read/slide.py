@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import ConfigError, InputError
+from pipeline.read.georef import Georef
 from pipeline.read.source import Source, Validity, cached_handle, file_stamp, parse_bands
 from pipeline.tile.grid import Window
 
@@ -114,13 +115,16 @@ class SlideSource(Source):
         self.shape = (int(lh / self.factor), int(lw / self.factor))
         self.bands = parse_bands(bands, 3, self.name)
         self.dtype = np.dtype(np.uint8)
-        self.georef = {
-            "mpp": None if self.mpp0 is None else self.mpp0 * self.downsample,
-            "downsample": self.downsample,
-            "level": self.level,
-            "level0_shape": [height0, width0],
-            "frame": "level0",
-        }
+        mpp_y = props.get(f"{backend}.mpp-y") or props.get("openslide.mpp-y")
+        mpp0_xy = None if self.mpp0 is None else (self.mpp0, float(mpp_y or self.mpp0))
+        # The level's true per-axis downsample (level-0 size / level size), times the
+        # resampling factor: Aperio levels are e.g. 4.0002 x 4.0005, not the rounded mean.
+        self.georef = Georef.for_slide(
+            downsample=(width0 / lw * self.factor, height0 / lh * self.factor),
+            mpp=mpp0_xy,
+            level=self.level,
+            level0_shape=(height0, width0),
+        )
 
     def _handle(self) -> tuple[Any, Any]:
         return cached_handle(
@@ -173,6 +177,18 @@ class SlideSource(Source):
         data = self._read_level(box)
         nearest: npt.NDArray[Any] = data[:, (rows - r0)[:, None], (cols - c0)[None, :]][index]
         return nearest
+
+    def valid_pixels(self, window: Window, pixels: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+        """Blank background (every band >= 250: white glass, or transparent) is invalid."""
+        return ~np.all(pixels >= 250, axis=0)
+
+    def thumbnail(self, max_size: int = 1024) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+        """Return the slide library's thumbnail (from its smallest level) of the selected bands."""
+        slide, lock = self._handle()
+        with lock:
+            thumb = np.asarray(slide.get_thumbnail((max_size, max_size)).convert("RGB"))
+        pixels = np.moveaxis(thumb, -1, 0)[[band - 1 for band in self.bands]]
+        return pixels, np.ones(pixels.shape[1:], dtype=bool)
 
     def validity(self, max_size: int = 1024) -> Validity | None:
         """Tissue mask: Otsu threshold of a thumbnail (tissue is darker than the glass)."""

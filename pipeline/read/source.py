@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import ConfigError
+from pipeline.read.georef import Georef
 from pipeline.tile.grid import Window
 from pipeline.tile.overlap import reflect_index
 
@@ -113,7 +114,9 @@ class Source:
     shape: tuple[int, int]
     bands: tuple[int, ...]
     dtype: np.dtype[Any]
-    georef: dict[str, Any]
+    georef: Georef
+    #: Value marking pixels without data (GeoTIFF nodata), ``None`` when there is none.
+    nodata: float | None = None
 
     @property
     def count(self) -> int:
@@ -145,6 +148,32 @@ class Source:
         """Return a low-resolution validity mask, or ``None`` when every pixel is valid."""
         return None
 
+    def valid_pixels(self, window: Window, pixels: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+        """Full-resolution validity of an in-image ``window`` whose ``pixels`` were just read.
+
+        The default: every pixel holds data. GeoTIFFs use nodata / the dataset mask, slides
+        call blank (white or transparent) background invalid.
+        """
+        return np.ones((window.height, window.width), dtype=bool)
+
+    def thumbnail(self, max_size: int = 1024) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+        """Return a whole-image overview of ``<= max_size`` pixels a side, and its validity.
+
+        Returns ``(bands, h, w)`` pixels and an ``(h, w)`` mask. The default samples every
+        ``step``-th pixel (nearest) one strip at a time; GeoTIFFs and slides use their
+        overviews, so a gigapixel image costs one small read.
+        """
+        height, width = self.shape
+        step = max(1, int(np.ceil(max(height, width) / max_size)))
+        rows = range(0, height, step)
+        strips = []
+        for r0 in range(0, height, step * 256):
+            r1 = min(height, r0 + step * 256)
+            strip = self._read_box(Window(r0, 0, r1 - r0, width))
+            strips.append(strip[:, ::step, ::step])
+        pixels = np.concatenate(strips, axis=1)[:, : len(rows)]
+        return pixels, np.ones(pixels.shape[1:], dtype=bool)
+
     def describe(self) -> dict[str, Any]:
         """Return a JSON-able summary for ``gigaseg info``."""
         return {
@@ -153,5 +182,6 @@ class Source:
             "shape": list(self.shape),
             "bands": list(self.bands),
             "dtype": str(self.dtype),
-            **self.georef,
+            "nodata": self.nodata,
+            **self.georef.to_attrs(),
         }

@@ -21,21 +21,20 @@ from pipeline.sample.labels import (
 from pipeline.sample.region import Holdout, parse_holdout
 from pipeline.sample.sampler import Patch, PatchSampler, Scene, open_scene
 from pipeline.sample.settings import SampleSettings, parse_sample_settings
-from pipeline.sample.source import GeoTiffImage, ImageSource, SlideImage, open_image
+from pipeline.sample.source import ImageSource, SampleImage, open_image
 from pipeline.sample.vectors import VectorLabels, read_vectors, reproject_geometries
 
 __all__ = [
     "IGNORE",
-    "GeoTiffImage",
     "Holdout",
     "ImageSource",
     "LabelSource",
     "Patch",
     "PatchSampler",
     "RasterLabels",
+    "SampleImage",
     "SampleSettings",
     "Scene",
-    "SlideImage",
     "VectorLabelSource",
     "VectorLabels",
     "open_image",

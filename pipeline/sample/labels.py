@@ -116,8 +116,9 @@ class VectorLabelSource:
     ) -> None:
         # Slides have no CRS: their labels are level-0 pixel coordinates (QuPath GeoJSON
         # carries no ``crs`` member), so they are used as they are.
-        if labels.crs is not None and image.crs is not None:
-            labels = labels.to_crs(image.crs)
+        image_crs = image.georef.crs_obj
+        if labels.crs is not None and image_crs is not None:
+            labels = labels.to_crs(image_crs)
         geometries = labels.geometries
         kinds = shapely.get_type_id(geometries) if len(geometries) else np.array([], dtype=int)
         is_line = np.isin(kinds, [1, 2, 5])  # LineString, LinearRing, MultiLineString
@@ -127,7 +128,7 @@ class VectorLabelSource:
                     "labels contain lines but 'line_width' is not set; give the road width in "
                     "metres (e.g. line_width: 6)"
                 )
-            if image.crs is not None and image.crs.is_geographic:
+            if image_crs is not None and image_crs.is_geographic:
                 raise ConfigError(
                     f"cannot buffer lines by {line_width} m on geographic image {image.path}; "
                     "reproject the image to a projected CRS"
@@ -142,7 +143,7 @@ class VectorLabelSource:
         self.values = self.values[keep]
         self._tree = shapely.STRtree(self.geometries)
         self._image = image
-        self._inverse = ~image.transform
+        self._inverse = ~image.georef.transform
 
     def window(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         """Rasterize the geometries touching a window of the image grid.
@@ -159,7 +160,7 @@ class VectorLabelSource:
         numpy.ndarray
             ``(height, width)`` uint8 class ids.
         """
-        transform = self._image.transform @ Affine.translation(col, row)
+        transform = self._image.georef.transform @ Affine.translation(col, row)
         corners = [transform @ (0, 0), transform @ (width, height)]
         xs = [corner[0] for corner in corners]
         ys = [corner[1] for corner in corners]
@@ -194,34 +195,34 @@ class RasterLabels:
     """
 
     def __init__(self, path: str | Path, image: ImageSource) -> None:
-        import rasterio
         from rasterio.enums import Resampling
         from rasterio.vrt import WarpedVRT
 
+        from pipeline.read import Georef, open_dataset
+
         self.path = Path(path)
-        try:
-            dataset: Any = rasterio.open(self.path)
-        except rasterio.errors.RasterioIOError as exc:
-            raise InputError(f"cannot open label raster {self.path}: {exc}") from exc
+        dataset: Any = open_dataset(str(path))
+        grid = Georef.from_dataset(dataset)
+        image_crs = image.georef.crs
         same_grid = (
             dataset.width == image.width
             and dataset.height == image.height
-            and tuple(dataset.transform)[:6] == tuple(image.transform)[:6]
-            and (image.crs is None or dataset.crs is None or dataset.crs == image.crs)
+            and tuple(dataset.transform)[:6] == tuple(image.georef.transform)[:6]
+            and (image_crs is None or grid.crs is None or grid.same_grid(image.georef))
         )
         self._nodata = dataset.nodata
         if same_grid:
             self._dataset: Any = dataset
         else:
-            if image.crs is None:
+            if image_crs is None:
                 raise InputError(
                     f"label raster {self.path} is not on the grid of {image.path}, which has no "
                     "CRS to warp to; give a label raster of the same size"
                 )
             self._dataset = WarpedVRT(
                 dataset,
-                crs=image.crs.to_wkt(),
-                transform=image.transform,
+                crs=image_crs,
+                transform=image.georef.transform,
                 width=image.width,
                 height=image.height,
                 resampling=Resampling.nearest,

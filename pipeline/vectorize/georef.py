@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import shapely
 
+from pipeline.read.georef import Georef
+
 if TYPE_CHECKING:
     from pyproj import CRS, Transformer
     from shapely.geometry.base import BaseGeometry
@@ -80,74 +82,64 @@ def _reproject(geom: BaseGeometry, src: str, dst: str) -> BaseGeometry:
 
 @dataclass(frozen=True)
 class Frame:
-    """How a label raster's pixels map to the world.
+    """The working frames of a label raster, derived from its :class:`~pipeline.read.Georef`.
 
     Attributes
     ----------
-    kind
-        ``"geo"`` (CRS + affine), ``"slide"`` (microns per pixel) or ``"pixel"`` (neither).
-    transform
-        Pixel -> map affine in GDAL order ``(c, a, b, f, d, e)``; for slides and plain pixel
-        rasters, pixel -> level-0 pixel (a scale by the pyramid downsample).
-    crs
-        WKT of the map CRS (``kind == "geo"`` only).
+    georef
+        The raster's georeference (the one type every stage shares).
     work_crs
-        WKT of the metric working CRS; equals ``crs`` when that is projected.
+        WKT of the metric working CRS; equals the map CRS when that is projected.
     metres_per_unit
-        Length of one working unit in metres (slides: micrometres per unit, i.e. mpp of
-        level 0 times 1; pixels: 1).
-    mpp
-        Micrometres per level-0 pixel for slides.
+        Length of one working unit in metres (slides: micrometres; pixels: 1).
     """
 
-    kind: Literal["geo", "slide", "pixel"]
-    transform: tuple[float, float, float, float, float, float] = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-    crs: str | None = None
+    georef: Georef
     work_crs: str | None = None
     metres_per_unit: float = 1.0
-    mpp: float | None = None
 
     @classmethod
-    def from_georef(
-        cls,
-        shape: tuple[int, int],
-        *,
-        crs: str | None = None,
-        transform: tuple[float, ...] | None = None,
-        mpp: float | None = None,
-        downsample: float = 1.0,
-    ) -> Frame:
-        """Build the frame from what a raster or store says about itself.
+    def from_georef(cls, georef: Georef, shape: tuple[int, int]) -> Frame:
+        """Build the frame of a ``shape`` = ``(height, width)`` raster on ``georef``.
 
-        Parameters
-        ----------
-        shape
-            ``(height, width)`` of the label raster.
-        crs, transform
-            Map CRS (any pyproj input, WKT for stores) and the GDAL-order affine.
-        mpp
-            Micrometres per pixel of the label raster (slides).
-        downsample
-            Label pixel size over level-0 pixel size (slides read at a pyramid level).
+        A raster with an affine but no CRS is traced in its own pixel coordinates: without a
+        CRS the affine's units are unknown, so pixels are the honest frame.
         """
-        if crs:
-            gt = tuple(float(v) for v in (transform or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)))
-            src = _crs(crs)
-            wkt = src.to_wkt()
-            if src.is_geographic:
-                height, width = shape
-                c, a, b, f, d, e = gt
-                lon = c + a * width / 2 + b * height / 2
-                lat = f + d * width / 2 + e * height / 2
-                return cls("geo", gt, wkt, local_equal_area_crs(wkt, lon, lat), 1.0)  # type: ignore[arg-type]
-            factor = float(src.axis_info[0].unit_conversion_factor or 1.0)
-            return cls("geo", gt, wkt, wkt, factor)  # type: ignore[arg-type]
-        scale = float(downsample)
-        gt = (0.0, scale, 0.0, 0.0, 0.0, scale)
-        if mpp:
-            level0 = float(mpp) / scale
-            return cls("slide", gt, None, None, 1.0, level0)
-        return cls("pixel", gt, None, None, 1.0, None)
+        if georef.kind == "pixel":
+            return cls(Georef.pixel())
+        if georef.kind != "geo":
+            return cls(georef)
+        src = _crs(str(georef.crs))
+        wkt = str(georef.crs)
+        if src.is_geographic:
+            height, width = shape
+            lon, lat = georef.transform @ (width / 2, height / 2)
+            return cls(georef, local_equal_area_crs(wkt, lon, lat), 1.0)
+        factor = float(src.axis_info[0].unit_conversion_factor or 1.0)
+        return cls(georef, wkt, factor)
+
+    @property
+    def kind(self) -> Literal["geo", "slide", "pixel"]:
+        """``"geo"`` (CRS + affine), ``"slide"`` (microns per pixel) or ``"pixel"``."""
+        if self.georef.kind == "slide" and self.georef.mpp is None:
+            return "pixel"
+        return self.georef.kind
+
+    @property
+    def transform(self) -> tuple[float, float, float, float, float, float]:
+        """Pixel -> map (level-0 pixels for slides) affine in GDAL order."""
+        c, a, b, f, d, e = self.georef.to_gdal()
+        return (c, a, b, f, d, e)
+
+    @property
+    def crs(self) -> str | None:
+        """WKT of the map CRS (``kind == "geo"`` only)."""
+        return self.georef.crs
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        """Micrometres per level-0 pixel ``(x, y)`` for slides."""
+        return self.georef.mpp
 
     @property
     def area_field(self) -> str:
@@ -166,7 +158,8 @@ class Frame:
     def to_work(self, geom_map: BaseGeometry) -> BaseGeometry:
         """Map -> metric working frame."""
         if self.kind == "slide":
-            return shapely.transform(geom_map, lambda xy: xy * self.mpp)
+            scale = np.asarray(self.mpp, dtype=float)
+            return shapely.transform(geom_map, lambda xy: xy * scale)
         if self.kind == "geo" and self.work_crs != self.crs:
             return _reproject(geom_map, str(self.crs), str(self.work_crs))
         return geom_map
@@ -174,7 +167,8 @@ class Frame:
     def from_work(self, geom_work: BaseGeometry) -> BaseGeometry:
         """Metric working frame -> map."""
         if self.kind == "slide":
-            return shapely.transform(geom_work, lambda xy: xy / self.mpp)
+            scale = np.asarray(self.mpp, dtype=float)
+            return shapely.transform(geom_work, lambda xy: xy / scale)
         if self.kind == "geo" and self.work_crs != self.crs:
             return _reproject(geom_work, str(self.work_crs), str(self.crs))
         return geom_work

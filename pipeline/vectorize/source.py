@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pipeline.errors import ConfigError, InputError
+from pipeline.read.georef import Georef
 from pipeline.vectorize.georef import Frame
 
 __all__ = ["LabelSource", "open_labels", "resolve_classes"]
@@ -161,17 +162,7 @@ def _check_threshold(threshold: float | None, dtype: np.dtype, where: str) -> No
 
 
 def _attrs_frame(attrs: dict[str, Any], shape: tuple[int, int]) -> Frame:
-    crs = attrs.get("crs")
-    transform = attrs.get("transform")
-    if crs and transform is not None and len(transform) != 6:
-        raise InputError(f"store transform must hold 6 numbers (GDAL order), got {transform!r}")
-    return Frame.from_georef(
-        shape,
-        crs=crs or None,
-        transform=tuple(transform) if transform is not None else None,
-        mpp=attrs.get("mpp"),
-        downsample=float(attrs.get("downsample", 1.0) or 1.0),
-    )
+    return Frame.from_georef(Georef.from_attrs(attrs), shape)
 
 
 def open_labels(source: str | Path | np.ndarray, *, threshold: float | None = None) -> LabelSource:
@@ -200,7 +191,7 @@ def open_labels(source: str | Path | np.ndarray, *, threshold: float | None = No
         _check_threshold(threshold, arr.dtype, "the label array")
         h, w = arr.shape
         return LabelSource(
-            None, "array", (h, w), str(arr.dtype), Frame.from_georef((h, w)), {},
+            None, "array", (h, w), str(arr.dtype), Frame.from_georef(Georef.pixel(), (h, w)), {},
             threshold, 1 if threshold is not None else 0, (min(h, 2048), min(w, 2048)),
             array=arr,
         )  # fmt: skip
@@ -294,8 +285,7 @@ def _open_raster(path: Path, threshold: float | None) -> LabelSource:
         dtype = np.dtype(ds.dtypes[0])
         _check_threshold(threshold, dtype, str(path))
         h, w = ds.height, ds.width
-        crs = ds.crs.to_wkt() if ds.crs else None
-        frame = Frame.from_georef((h, w), crs=crs, transform=ds.transform.to_gdal())
+        frame = Frame.from_georef(Georef.from_dataset(ds), (h, w))
         bh, bw = ds.block_shapes[0]
         nodata = ds.nodata
         tags = ds.tags()

@@ -79,5 +79,5 @@ def test_store_without_its_image_and_missing_files(tmp_path: Path) -> None:
         InputError, match=r"names source image '/nowhere/scene.tif', which is not there"
     ):
         render_preview(tmp_path / "s.zarr", tmp_path / "p.png")
-    with pytest.raises(InputError, match=r"image .*nope.tif does not exist"):
+    with pytest.raises(InputError, match=r"nope.tif does not exist; check the path"):
         read_thumbnail(tmp_path / "nope.tif")

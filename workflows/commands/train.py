@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 __all__ = ["HELP", "add_arguments", "load_config", "main", "run_training"]
@@ -249,8 +249,8 @@ def _run(
         mean, std = sampler.statistics(
             np.random.default_rng([settings.seed, 2**31]), data.statistics_samples
         )
-        transform = scenes[0].image.transform
-        pixel_size = float(abs(transform.a)) if scenes[0].image.crs is not None else None
+        georef = scenes[0].image.georef
+        pixel_size = float(georef.resolution[0]) if georef.kind == "geo" else None
         extra = {"data": data.to_dict(), "command": command}
         result = train(
             model,
@@ -363,7 +363,7 @@ def _evaluate_scenes(
     results: dict[str, Any] = {}
     for scene in scenes:
         image = scene.image
-        name = image.path.name
+        name = PurePosixPath(str(image.path)).name
         if image.height * image.width > _MAX_EVAL_PIXELS:
             results[name] = {"skipped": "image too large to score whole; use predict + evaluate"}
             continue
@@ -389,7 +389,7 @@ def _evaluate_scenes(
                 (cut, slice(None)) if holdout.axis == "rows" else (slice(None), cut)
             )
         geometries = getattr(scene.labels, "geometries", None)
-        polygons = mask_to_polygons(predicted == 1, image.transform)
+        polygons = mask_to_polygons(predicted == 1, image.georef.transform)
         if min_area > 0 and len(polygons):
             polygons = polygons[shapely.area(polygons) >= min_area]
         scene_result: dict[str, Any] = {}
@@ -422,7 +422,7 @@ def _in_band(geometries: Any, image: Any, holdout: Any, band: tuple[int, int] | 
     if band is None or not len(geometries):
         return geometries
     points = shapely.point_on_surface(geometries)
-    inverse = ~image.transform
+    inverse = ~image.georef.transform
     a, b, c, d, e, f = tuple(inverse)[:6]
     x, y = shapely.get_x(points), shapely.get_y(points)
     position = (d * x + e * y + f) if holdout.axis == "rows" else (a * x + b * y + c)

@@ -64,8 +64,11 @@ def test_geotiff_georeference_and_nodata_mask(tmp_path):
     image = xy_image(3, 64, 96)
     image[:, :, :40] = 0
     source = GeoTiffSource(write_geotiff(tmp_path / "x.tif", image, nodata=0))
-    assert source.georef["transform"] == list(TRANSFORM.to_gdal())
-    assert "32618" in source.georef["crs"]
+    assert source.georef.kind == "geo"
+    assert source.georef.transform == TRANSFORM
+    assert source.georef.to_attrs()["transform"] == list(TRANSFORM.to_gdal())
+    assert source.georef.crs_obj.to_epsg() == 32618
+    assert source.nodata == 0
     validity = source.validity()
     assert validity is not None
     assert not validity.any(Window(0, 0, 64, 32))
@@ -98,8 +101,9 @@ def test_svs_level0_frame_and_mpp(backend):
     source = open_source(SVS, slide_backend=backend)
     assert isinstance(source, SlideSource)
     assert source.shape == (2967, 2220)
-    assert source.georef["mpp"] == pytest.approx(0.499)
-    assert source.georef["downsample"] == 1.0
+    assert source.georef.kind == "slide"
+    assert source.georef.pixel_mpp == pytest.approx((0.499, 0.499))
+    assert source.georef.downsample == (1.0, 1.0)
     block = source.read(Window(-4, -4, 16, 16))
     inside = source.read(Window(0, 0, 12, 12))
     assert np.array_equal(block[:, 4:, 4:], inside)
@@ -115,7 +119,8 @@ def test_backends_agree():
 def test_slide_resampled_mpp_is_window_independent():
     source = open_source(SVS, mpp=0.998)  # twice level 0: box mean of 2 x 2
     assert source.shape == (1483, 1110)
-    assert source.georef["mpp"] == pytest.approx(0.998)
+    assert source.georef.pixel_mpp == pytest.approx((0.998, 0.998))
+    assert source.georef.downsample == (2.0, 2.0)
     whole = source.read(Window(100, 100, 64, 64))
     part = source.read(Window(120, 130, 20, 20))
     assert np.array_equal(whole[:, 20:40, 30:50], part)

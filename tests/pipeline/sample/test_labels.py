@@ -150,7 +150,8 @@ def test_slide_windows_and_pixel_coordinate_labels(tmp_path):
     box = shapely.box(100, 50, 200, 150)  # level-0 pixels (QuPath GeoJSON has no CRS)
     labels_path = write_geojson(tmp_path / "qupath.geojson", [box], crs=None)
     scene = open_scene(slide_path, labels_path, bands=(1, 2, 3))
-    assert scene.image.crs is None and (scene.image.width, scene.image.height) == (2220, 2967)
+    assert scene.image.georef.kind == "slide"
+    assert (scene.image.width, scene.image.height) == (2220, 2967)
     window = scene.labels.window(40, 90, 128, 128)
     expected = np.zeros((128, 128), np.uint8)
     expected[10:110, 10:110] = 1

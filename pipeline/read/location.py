@@ -1,0 +1,215 @@
+"""Where a source lives: local paths, URLs, cloud buckets and GDAL ``/vsi*/`` paths.
+
+One place decides what a path string means, so every command treats ``http(s)://``,
+``s3://``, ``gs://``, ``az://`` and ``/vsi*/`` inputs the same way (never as a local path):
+
+- :func:`is_remote` / :func:`to_gdal_path`: the GDAL name of a location (``s3://b/k`` ->
+  ``/vsis3/b/k``, ``https://h/f.tif`` -> ``/vsicurl/https://h/f.tif``);
+- :func:`redact`: a location safe to print or store (no ``user:pass@``, no signature or token
+  values in the query string). Credentials come from the usual environment (``AWS_*``,
+  ``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_STORAGE_*``, GDAL options) and are never written;
+- :func:`remote_env`: GDAL configured for remote reads, scoped in a :class:`rasterio.Env`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+__all__ = [
+    "REMOTE_GDAL_OPTIONS",
+    "is_remote",
+    "is_url",
+    "join_location",
+    "location_exists",
+    "location_suffix",
+    "read_bytes",
+    "redact",
+    "redact_text",
+    "remote_env",
+    "to_gdal_path",
+]
+
+#: URL schemes read remotely, and the GDAL virtual file system each maps to.
+_VSI = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/",
+        "az": "/vsiaz/", "azure": "/vsiaz/"}  # fmt: skip
+
+#: GDAL options for remote reads (set only where the user's environment does not set them).
+#: - no directory listing or side-car probing on open (.aux.xml, .ovr, .msk: one request each);
+#: - the first 64 KiB read at open, so a COG header and its tile index cost one request;
+#: - consecutive byte ranges merged into one request, and a per-file block cache;
+#: - a few retries with back-off for transient 5xx/429 answers.
+REMOTE_GDAL_OPTIONS: dict[str, str] = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_INGESTED_BYTES_AT_OPEN": "65536",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "VSI_CACHE": "TRUE",
+    "VSI_CACHE_SIZE": str(64 * 1024 * 1024),
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
+}
+
+_SECRET_KEYS = re.compile(
+    r"(sig|signature|token|credential|secret|password|passwd|key|auth|sv|se|sp|st)$", re.I
+)
+
+
+def is_url(location: str) -> bool:
+    """Whether ``location`` is a URL of a scheme gigaseg reads remotely."""
+    scheme = urlsplit(location).scheme.lower()
+    return scheme in _VSI and "://" in location
+
+
+def is_remote(location: Any) -> bool:
+    """Whether ``location`` is a URL or a GDAL virtual path (``/vsicurl/``, ``/vsis3/`` ...)."""
+    text = str(location)
+    return is_url(text) or text.startswith("/vsi")
+
+
+def to_gdal_path(location: str) -> str:
+    """Return the name GDAL opens for ``location`` (local paths and ``/vsi*/`` paths unchanged)."""
+    if not is_url(location):
+        return location
+    parts = urlsplit(location)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        return _VSI[scheme] + location
+    return _VSI[scheme] + parts.netloc + parts.path
+
+
+def redact(location: Any) -> str:
+    """``location`` without credentials: ``user:pass@`` and secret query values removed.
+
+    >>> redact("https://me:pw@h.org/a.tif?X-Amz-Signature=abc&x=1")
+    'https://h.org/a.tif?X-Amz-Signature=REDACTED&x=1'
+    """
+    text = str(location)
+    prefix = ""
+    if text.startswith("/vsicurl/"):
+        prefix, text = "/vsicurl/", text[len("/vsicurl/") :]
+    if "://" not in text:
+        return prefix + text
+    parts = urlsplit(text)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "REDACTED" if _SECRET_KEYS.search(k.replace("-", "_")) else v) for k, v in pairs],
+            safe="/:",
+        )
+    return prefix + urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_URL_IN_TEXT = re.compile(r"(?:/vsicurl/)?(?:https?|s3|gs|az|azure)://[^\s'\"()<>]+")
+
+
+def redact_text(text: str) -> str:
+    """Every URL inside ``text`` (a GDAL or HTTP error message) passed through :func:`redact`."""
+    return _URL_IN_TEXT.sub(lambda match: redact(match.group(0)), text)
+
+
+def location_suffix(location: Any) -> str:
+    """Lower-case suffix of the file a location names (query strings ignored)."""
+    text = str(location)
+    if is_url(text):
+        text = urlsplit(text).path
+    return PurePosixPath(text.rstrip("/")).suffix.lower()
+
+
+def location_exists(location: Any) -> bool:
+    """Local paths: whether they exist. Remote locations: True (the reader finds out)."""
+    return is_remote(location) or Path(str(location)).exists()
+
+
+def join_location(base: str, href: str) -> str:
+    """Resolve ``href`` (absolute, or relative to the file ``base``), as STAC asks for."""
+    if is_remote(href) or href.startswith("/") or "://" in href:
+        return href
+    if is_url(base):
+        parts = urlsplit(base)
+        path = str(PurePosixPath(parts.path).parent / href)
+        return urlunsplit((parts.scheme, parts.netloc, os.path.normpath(path), "", ""))
+    return os.path.normpath(str(Path(base).parent / href))
+
+
+def read_bytes(location: str) -> bytes:
+    """Read a small whole file (a STAC item) from a local path, URL or bucket, through GDAL.
+
+    Raises
+    ------
+    pipeline.errors.InputError
+        The file cannot be read; the message names it without credentials.
+    """
+    from pipeline.errors import InputError
+
+    if not is_remote(location):
+        try:
+            return Path(location).read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read {location} ({exc.strerror}); check the path") from None
+    text = location[len("/vsicurl/") :] if location.startswith("/vsicurl/") else location
+    scheme = urlsplit(text).scheme.lower()
+    try:
+        if scheme in ("http", "https"):
+            import urllib.request
+
+            with urllib.request.urlopen(text, timeout=60) as answer:
+                data: bytes = answer.read()
+                return data
+        if scheme == "s3" or text.startswith("/vsis3/"):
+            return _read_s3(text)
+    except InputError:
+        raise
+    except Exception as exc:
+        reason = " ".join(str(exc).split())
+        raise InputError(f"cannot read {redact(location)} ({reason})") from None
+    raise InputError(
+        f"cannot read {redact(location)} as a small file: only local paths, http(s):// and "
+        "s3:// are supported here; give an https URL"
+    )
+
+
+def _read_s3(location: str) -> bytes:
+    """Read ``s3://bucket/key`` (or ``/vsis3/bucket/key``) with boto3 and GDAL's S3 settings."""
+    from pipeline.errors import InputError
+
+    try:
+        import boto3
+    except ImportError:
+        raise InputError(
+            f"reading {redact(location)} needs boto3 (pip install boto3); or give an https URL"
+        ) from None
+    rest = location[len("/vsis3/") :] if location.startswith("/vsis3/") else location[5:]
+    bucket, _, key = rest.partition("/")
+    endpoint = os.environ.get("AWS_S3_ENDPOINT")
+    url = None
+    if endpoint:
+        secure = os.environ.get("AWS_HTTPS", "YES").upper() not in ("NO", "FALSE", "OFF", "0")
+        url = endpoint if "://" in endpoint else ("https://" if secure else "http://") + endpoint
+    client = boto3.client("s3", endpoint_url=url, region_name=os.environ.get("AWS_REGION"))
+    body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body
+
+
+@contextmanager
+def remote_env(location: Any) -> Iterator[None]:
+    """Scope :data:`REMOTE_GDAL_OPTIONS` around a remote read (a no-op for local files).
+
+    Options the user set in the environment win, so ``GDAL_HTTP_*`` or
+    ``AWS_S3_ENDPOINT`` tuning still applies.
+    """
+    if not is_remote(location):
+        with nullcontext():
+            yield
+        return
+    import rasterio
+
+    options = {k: v for k, v in REMOTE_GDAL_OPTIONS.items() if k not in os.environ}
+    with rasterio.Env(**options):
+        yield
