@@ -25,6 +25,7 @@ from pipeline.read.location import location_exists
 
 __all__ = ["Thumbnail", "read_thumbnail", "read_vectors", "render_preview"]
 
+
 @dataclass
 class Thumbnail:
     """An RGB thumbnail and how it maps to level-0 pixels of its image.

@@ -107,9 +107,10 @@ class Georef:
         """
         wkt = None
         if crs is not None and str(crs):
-            # one spelling (pyproj's WKT2) whatever the input, so equal CRSs compare equal
+            # WKT is kept as the file spells it (GDAL's, what stores always held); other
+            # spellings (EPSG:..., PROJ strings) become pyproj's WKT
             text = crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs)
-            wkt = _parse_crs(text).to_wkt()
+            wkt = text if "[" in text else _parse_crs(text).to_wkt()
         return cls(_as_affine(transform), wkt)
 
     @classmethod
