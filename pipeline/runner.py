@@ -131,6 +131,7 @@ def local_cluster(
     resources
         Abstract resources each worker declares (e.g. ``{"GPU": 1}``).
     """
+    import dask
     from distributed import LocalCluster
 
     workers, threads = machine_size(kind)
@@ -138,16 +139,21 @@ def local_cluster(
         threads = max(1, (os.cpu_count() or 1) // max(1, n_workers))
     if dashboard_address is not None and dashboard_address.startswith(":"):
         dashboard_address = "127.0.0.1" + dashboard_address
-    return LocalCluster(  # type: ignore[no-untyped-call]
-        n_workers=workers if n_workers is None else n_workers,
-        threads_per_worker=threads if threads_per_worker is None else threads_per_worker,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=dashboard_address,
-        memory_limit=memory_limit,
-        resources=resources,
-        silence_logs=logging.ERROR,
-    )
+    # Worker processes configure their logging when they import distributed, before any
+    # setting reaches them, so their level travels in the environment they are spawned with:
+    # without it each worker prints "Connection ... has been closed" when the run ends.
+    quiet_workers = {"distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED": "error"}
+    with dask.config.set(quiet_workers):
+        return LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=workers if n_workers is None else n_workers,
+            threads_per_worker=threads if threads_per_worker is None else threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=dashboard_address,
+            memory_limit=memory_limit,
+            resources=resources,
+            silence_logs=logging.ERROR,
+        )
 
 
 def close_cluster(client: Any, cluster: Any = None) -> None:

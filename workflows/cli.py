@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -101,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser, commands = build_parser()
     args = parser.parse_args(argv)
+    if not args.debug:
+        # Dask's INFO lines (connections closing at shutdown) are not for users.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if args.command is None:
         parser.print_help()
         return 2

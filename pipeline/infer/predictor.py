@@ -105,7 +105,11 @@ def resolve_precision(precision: str, device: str) -> str:
 def activate(logits: npt.NDArray[np.float32], activation: str) -> npt.NDArray[np.float32]:
     """Sigmoid or softmax over axis 1 of ``(N, K, H, W)`` logits, in float32."""
     if activation == "sigmoid":
-        return np.asarray(1.0 / (1.0 + np.exp(-logits)), dtype=np.float32)
+        # exp of -|x| only, so large logits of either sign never overflow (no warnings)
+        small = np.exp(-np.abs(logits))
+        return np.asarray(
+            np.where(logits >= 0, 1.0 / (1.0 + small), small / (1.0 + small)), dtype=np.float32
+        )
     shifted = logits - logits.max(axis=1, keepdims=True)
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=1, keepdims=True)
