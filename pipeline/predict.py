@@ -54,13 +54,15 @@ from pipeline.settings import (
     TilingSettings,
     split_options,
 )
-from pipeline.stitch.assemble import to_labels, to_stored
-from pipeline.stitch.zarr_writer import (
+from pipeline.stitch.assemble import to_labels
+from pipeline.store import (
     DONE,
     SKIPPED,
     create_store,
     mark_tiles,
     set_status,
+    source_id,
+    to_stored,
     write_core,
 )
 from pipeline.tile.grid import TileGrid, TilePlan
@@ -362,6 +364,7 @@ def predict(
         grid.plan(0, 0, patch)  # validates the patch size
         attrs: dict[str, Any] = {
             "source": src.name,
+            "source_id": source_id(src.name),
             "source_kind": type(src).__name__,
             "bands": list(src.bands),
             "shape": list(src.shape),
@@ -370,6 +373,7 @@ def predict(
             "patch": patch,
             "halo": info.halo,
             "precision": resolve_precision(inference.precision, device),
+            "precision_requested": resolve_precision(inference.precision, device),
             "classes": list(info.classes),
             "activation": info.activation,
             "threshold": inference.threshold,
@@ -414,6 +418,7 @@ def predict(
     set_status(
         store_path,
         "complete",
+        run_id=attrs["run_id"],
         precision=report.precision,
         report={k: v for k, v in report.to_dict().items() if k != "status"},
     )

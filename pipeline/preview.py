@@ -81,9 +81,9 @@ def read_thumbnail(path: str | Path, size: int = 1024) -> Thumbnail:
 
 def _store_labels(store: Path, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
     """Store labels nearest-resampled to ``shape``, read one chunk row at a time."""
-    import zarr
+    from pipeline.store import open_group
 
-    group: Any = zarr.open_group(str(store), mode="r")
+    group: Any = open_group(store)
     if "labels" not in set(group.array_keys()):
         raise InputError(f"store {store} has no labels to draw")
     labels = group["labels"]
@@ -221,10 +221,11 @@ def render_preview(
     src = str(source)
     store = labels
     if is_store(src) and (Path(src) / "zarr.json").is_file():
+        from pipeline.store import read_attrs
         from pipeline.vectorize.source import open_labels
 
         open_labels(src)  # validates the store
-        attrs = json.loads((Path(src) / "zarr.json").read_text()).get("attributes", {})
+        attrs = read_attrs(src)
         image = attrs.get("source")
         if not image or not location_exists(image):
             raise InputError(

@@ -27,6 +27,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from pipeline.errors import ConfigError
+from pipeline.store.encoding import PROBABILITY_DTYPES
 
 __all__ = [
     "DEVICES",
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-PROBABILITIES = ("uint8", "float16", "float32")
+PROBABILITIES = PROBABILITY_DTYPES  # the store owns the encodings
 DEVICES = "auto, cpu, cuda or cuda:N"
 
 S = TypeVar("S")

@@ -77,12 +77,14 @@ def plan(
 
 
 def store_attributes(store: Path) -> dict[str, Any]:
-    """Return a Zarr group's attributes read from its ``zarr.json`` (empty when absent)."""
+    """Return a store's attributes (empty when it is absent or unreadable)."""
+    from pipeline.errors import StoreError
+    from pipeline.store import read_attrs
+
     try:
-        attrs = json.loads((store / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, ValueError, AttributeError):
+        return read_attrs(store)
+    except StoreError:
         return {}
-    return dict(attrs) if isinstance(attrs, dict) else {}
 
 
 def store_status(store: Path) -> str | None:

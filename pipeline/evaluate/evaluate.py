@@ -178,12 +178,12 @@ def open_prediction_raster(path: str | Path, *, threshold: float = 0.5) -> Predi
         The raster's grid and a window reader.
     """
     if is_store(path):
-        import zarr
+        from pipeline.store import open_group
 
         try:
-            group = zarr.open_group(str(path), mode="r")
+            group = open_group(path)
             labels: Any = group["labels"]
-        except (KeyError, FileNotFoundError, ValueError) as exc:
+        except (KeyError, InputError) as exc:
             raise InputError(
                 f"{path} is not a gigaseg store with a 'labels' array; run gigaseg predict first"
             ) from exc

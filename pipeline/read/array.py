@@ -73,23 +73,9 @@ class ZarrSource(Source):
 
     def _array(self) -> Any:
         def opener() -> Any:
-            import zarr
+            from pipeline.store import open_array
 
-            try:
-                node = zarr.open(self.path, mode="r")
-            except Exception as exc:
-                raise InputError(f"{self.path} is not a readable Zarr array ({exc})") from None
-            if isinstance(node, zarr.Group):
-                arrays = dict(node.arrays())
-                if "image" in arrays:
-                    return arrays["image"]
-                if len(arrays) != 1:
-                    raise InputError(
-                        f"{self.path} is a Zarr group with arrays {sorted(arrays)}; "
-                        "give the path of one array"
-                    )
-                return next(iter(arrays.values()))
-            return node
+            return open_array(self.path)
 
         return cached_handle(("zarr", self.path), opener)[0]
 

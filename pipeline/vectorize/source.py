@@ -102,13 +102,13 @@ class LabelSource:
             with rasterio.open(str(self.path)) as ds:
                 raw = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
         else:
-            import zarr
+            from pipeline.store import open_array, open_group
 
-            node: Any = zarr.open(str(self.path), mode="r")
             if self.kind == "zarr":
-                arr = node
+                arr = open_array(str(self.path))
                 raw = np.asarray(arr[..., r0:r1, c0:c1]).reshape(r1 - r0, c1 - c0)
             else:
+                node: Any = open_group(str(self.path))
                 name = "probabilities" if self.threshold is not None else "labels"
                 arr = node[name]
                 raw = np.asarray(arr[..., r0:r1, c0:c1])
@@ -127,11 +127,9 @@ class LabelSource:
 
 def _unit(values: np.ndarray) -> np.ndarray:
     """Probabilities as float32 in [0, 1] (uint8 stores hold p·255)."""
-    if values.dtype == np.uint8:
-        return values.astype(np.float32) / np.float32(255)
-    if values.dtype == np.uint16:
-        return values.astype(np.float32) / np.float32(65535)
-    return np.nan_to_num(values.astype(np.float32), nan=0.0)
+    from pipeline.store import from_stored
+
+    return from_stored(values)
 
 
 def _as_labels(raw: np.ndarray) -> np.ndarray:
@@ -198,17 +196,18 @@ def open_labels(source: str | Path | np.ndarray, *, threshold: float | None = No
     path = Path(source)
     if not path.exists():
         raise InputError(f"input {path} does not exist; give a gigaseg store or a label raster")
-    if (path / "zarr.json").is_file():
+    from pipeline.store import is_store, is_zarr_array
+
+    if is_store(path) or is_zarr_array(path):
         return _open_zarr(path, threshold)
     return _open_raster(path, threshold)
 
 
 def _open_zarr(path: Path, threshold: float | None) -> LabelSource:
-    meta = json.loads((path / "zarr.json").read_text())
-    if meta.get("node_type") == "array":
-        import zarr
+    from pipeline.store import is_zarr_array, open_array, open_group
 
-        arr = zarr.open_array(str(path), mode="r")
+    if is_zarr_array(path):
+        arr = open_array(path)
         shape = tuple(arr.shape)
         if len(shape) == 3 and shape[0] == 1:
             shape = shape[1:]
@@ -226,9 +225,7 @@ def _open_zarr(path: Path, threshold: float | None) -> LabelSource:
             _names_from_attrs(attrs.get("classes"), 0), threshold,
             1 if threshold is not None else 0, (block[0], block[1]),
         )  # fmt: skip
-    import zarr
-
-    group: Any = zarr.open_group(str(path), mode="r")
+    group: Any = open_group(path)
     attrs = dict(group.attrs)
     members = set(group.array_keys())
     status = attrs.get("status")

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Print a JSON summary of ``args.path``."""
-    from pipeline.stitch import is_store, read_attrs, tile_counts
+    from pipeline.store import is_store, read_attrs, tile_counts
 
     if is_store(args.path) and (read_attrs(args.path).get("status") is not None):
         attrs = read_attrs(args.path)

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Print ``status: done/skipped/left of total``; exit 0."""
     from pipeline.errors import StoreError
-    from pipeline.stitch import is_store, read_attrs, tile_counts
+    from pipeline.store import is_store, read_attrs, tile_counts
 
     if not is_store(args.store):
         raise StoreError(f"{args.store} is not a gigaseg store (no zarr.json); check the path")

@@ -3,16 +3,18 @@ import pytest
 import zarr
 
 from pipeline.errors import ConfigError, OutputExistsError, StoreError
-from pipeline.stitch import (
+from pipeline.stitch import to_labels
+from pipeline.store import (
     DONE,
     SKIPPED,
     create_store,
+    from_stored,
     mark_tiles,
     parse_probabilities,
     read_attrs,
+    read_ledger,
     set_status,
     tile_counts,
-    to_labels,
     to_stored,
     write_core,
 )
@@ -25,6 +27,11 @@ ATTRS = {
     "shape": [40, 50],
     "classes": ["building"],
     "probabilities_dtype": "uint8",
+    "source": "scene.tif",
+    "bands": [1, 2, 3],
+    "precision_requested": "fp32",
+    "threshold": 0.5,
+    "run_id": "run-1",
 }
 
 
@@ -79,12 +86,44 @@ def test_existing_store_needs_a_flag(tmp_path):
     assert not _create(path, overwrite=True).any()
 
 
-def test_resume_refuses_other_settings(tmp_path):
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("tile", 32, "tile 16 != 32"),
+        ("halo", 4, "halo 8 != 4"),
+        ("model", {"sha256": "other"}, "model 'abc' != 'other'"),
+        ("bands", [3, 2, 1], "bands \\[1, 2, 3\\] != \\[3, 2, 1\\]"),
+        ("precision_requested", "bf16", "precision 'fp32' != 'bf16'"),
+        ("threshold", 0.7, "threshold 0.5 != 0.7"),
+        ("source", "other.tif", "source '.*scene.tif' != '.*other.tif'"),
+        ("probabilities_dtype", "float32", "probabilities 'uint8' != 'float32'"),
+    ],
+)
+def test_resume_refuses_other_settings(tmp_path, key, value, named):
     path = tmp_path / "s.zarr"
     _create(path)
-    for key, value in [("tile", 32), ("halo", 4), ("model", {"sha256": "other"})]:
-        with pytest.raises(StoreError, match=f"cannot resume .*{key}"):
-            _create(path, resume=True, attrs={**ATTRS, key: value})
+    with pytest.raises(StoreError, match=f"cannot resume .*{named}.*--overwrite"):
+        _create(path, resume=True, attrs={**ATTRS, key: value})
+    assert read_attrs(path)["run_id"] == "run-1"  # the refused run touched nothing
+
+
+def test_resume_names_every_difference(tmp_path):
+    path = tmp_path / "s.zarr"
+    _create(path)
+    with pytest.raises(StoreError, match="tile 16 != 32; halo 8 != 4"):
+        _create(path, resume=True, attrs={**ATTRS, "tile": 32, "halo": 4})
+
+
+def test_status_setter_checks_the_run_id(tmp_path):
+    path = tmp_path / "s.zarr"
+    _create(path)
+    _create(path, resume=True, attrs={**ATTRS, "run_id": "run-2"})
+    with pytest.raises(StoreError, match="now belongs to run 'run-2', not 'run-1'"):
+        set_status(path, "complete", run_id="run-1")
+    assert read_attrs(path)["status"] == "running"
+    set_status(path, "complete", run_id="run-2")
+    assert read_attrs(path)["status"] == "complete"
+    assert read_ledger(path).shape == (3, 4)
 
 
 def test_refuses_to_replace_a_non_store(tmp_path):
@@ -105,6 +144,8 @@ def test_encodings():
     probs = np.array([[[0.0, 0.5, 1.0]]], np.float32)
     assert to_stored(probs, "uint8").tolist() == [[[0, 128, 255]]]
     assert to_stored(probs, "float16").dtype == np.float16
+    half = np.float32(128) / np.float32(255)
+    assert from_stored(to_stored(probs, "uint8")).tolist() == [[[0.0, half, 1.0]]]
     assert to_labels(probs, "sigmoid", 0.5).tolist() == [[0, 1, 1]]
     multi = np.array([[[0.7, 0.1]], [[0.2, 0.1]], [[0.1, 0.8]]], np.float32)
     assert to_labels(multi, "softmax", 0.5).tolist() == [[0, 2]]

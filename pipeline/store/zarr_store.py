@@ -1,0 +1,329 @@
+"""The only module that opens Zarr: create, open, write, ledger, status.
+
+Every other module reaches a store through these functions, so the layout
+(:mod:`pipeline.store.layout`), the run id and the status rules live in one place.
+
+Run ids: every run writes a fresh ``run_id`` into the attributes. Worker handles are cached
+per ``(path, run_id)``, so a worker that served an earlier run on the same path never writes
+through stale array metadata after an overwrite, and :func:`set_status` with ``run_id``
+refuses to mark a store that another run has since taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.errors import InputError, OutputExistsError, StoreError
+from pipeline.store.layout import (
+    DONE,
+    LABELS,
+    PENDING,
+    PROBABILITIES,
+    RUNNING,
+    SKIPPED,
+    TILES,
+)
+from pipeline.store.resume import check_resume
+from pipeline.tile.grid import Window
+
+__all__ = [
+    "create_store",
+    "is_store",
+    "is_zarr_array",
+    "mark_tiles",
+    "open_array",
+    "open_group",
+    "open_store",
+    "read_attrs",
+    "read_ledger",
+    "set_status",
+    "tile_counts",
+    "write_core",
+]
+
+_OPEN: dict[tuple[str, str], Any] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def is_store(path: str | Path) -> bool:
+    """Whether ``path`` is a Zarr v3 group (a store, or any other group)."""
+    meta = Path(path) / "zarr.json"
+    if not meta.is_file():
+        return False
+    try:
+        return bool(json.loads(meta.read_text()).get("node_type") == "group")
+    except (OSError, ValueError):
+        return False
+
+
+def is_zarr_array(path: str | Path) -> bool:
+    """Whether ``path`` is a single Zarr v3 array."""
+    meta = Path(path) / "zarr.json"
+    try:
+        return meta.is_file() and bool(json.loads(meta.read_text()).get("node_type") == "array")
+    except (OSError, ValueError):
+        return False
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """Return the attributes of a store (or of any Zarr v3 node), read from its metadata.
+
+    Raises
+    ------
+    StoreError
+        ``path`` holds no readable ``zarr.json``.
+    """
+    meta = Path(path) / "zarr.json"
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError) as exc:
+        raise StoreError(
+            f"{path} is not a readable Zarr store ({type(exc).__name__}: {exc}); check the path"
+        ) from None
+    return dict(attrs) if isinstance(attrs, dict) else {}
+
+
+def open_group(path: str | Path, *, mode: str = "r") -> Any:
+    """Open a store's Zarr group (read-only by default) for the stages that read it.
+
+    Raises
+    ------
+    InputError
+        ``path`` is not a Zarr group.
+    """
+    import zarr
+
+    try:
+        return zarr.open_group(str(path), mode=mode)  # type: ignore[arg-type]
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"{path} is not a readable Zarr store ({type(exc).__name__}: {exc}); "
+            "give a store written by gigaseg predict"
+        ) from None
+
+
+def open_array(path: str | Path) -> Any:
+    """Open a Zarr array (or a group's only array / its ``image`` array) read-only.
+
+    Raises
+    ------
+    InputError
+        Not a Zarr node, or a group whose array to use is ambiguous.
+    """
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:
+        raise InputError(f"{path} is not a readable Zarr array ({exc})") from None
+    if isinstance(node, zarr.Group):
+        arrays = dict(node.arrays())
+        if "image" in arrays:
+            return arrays["image"]
+        if len(arrays) != 1:
+            raise InputError(
+                f"{path} is a Zarr group with arrays {sorted(arrays)}; give the path of one array"
+            )
+        return next(iter(arrays.values()))
+    return node
+
+
+def create_store(
+    path: str | Path,
+    *,
+    shape: tuple[int, int],
+    outputs: int,
+    tile: int,
+    grid_shape: tuple[int, int],
+    probabilities: str,
+    attrs: Mapping[str, Any],
+    resume: bool = False,
+    overwrite: bool = False,
+) -> npt.NDArray[np.uint8]:
+    """Create (or reopen for ``resume``) the store and return its ledger as an array.
+
+    Parameters
+    ----------
+    path
+        The store directory.
+    shape
+        ``(rows, cols)`` of the image.
+    outputs
+        Probability channels.
+    tile
+        Core tile size: the chunk edge, so no chunk spans two tiles.
+    grid_shape
+        ``(rows, cols)`` of the tile grid (the ledger's shape).
+    probabilities
+        Stored encoding (see :mod:`pipeline.store.encoding`).
+    attrs
+        Group attributes; ``run_id`` should be a fresh token.
+    resume, overwrite
+        Reopen a store made with the same settings / replace an existing one.
+
+    Raises
+    ------
+    OutputExistsError
+        The store exists and neither ``resume`` nor ``overwrite`` was given.
+    StoreError
+        The store cannot be written, or ``resume`` finds one made with other settings.
+    """
+    import zarr
+
+    store = Path(path)
+    attrs = dict(attrs)
+    if store.exists():
+        if not is_store(store):
+            raise OutputExistsError(
+                f"{store} exists and is not a Zarr store; choose another --out or remove it"
+            )
+        if resume:
+            check_resume(store, read_attrs(store), attrs)
+            group = zarr.open_group(str(store), mode="r+")
+            group.attrs.update({**attrs, "status": RUNNING})
+            return read_ledger(store)
+        if not overwrite:
+            raise OutputExistsError(
+                f"{store} already exists; use --overwrite to replace it or --resume to finish it"
+            )
+        shutil.rmtree(store)
+    parent = store.parent if str(store.parent) else Path()
+    if not parent.is_dir():
+        raise StoreError(f"cannot create {store}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise StoreError(f"cannot create {store}: directory {parent} is not writable")
+    try:
+        group = zarr.open_group(str(store), mode="w", attributes={**attrs, "status": RUNNING})
+        rows, cols = shape
+        group.create_array(
+            PROBABILITIES,
+            shape=(outputs, rows, cols),
+            chunks=(outputs, tile, tile),
+            dtype=probabilities,
+            fill_value=0,
+            dimension_names=("class", "y", "x"),
+        )
+        group.create_array(
+            LABELS,
+            shape=(rows, cols),
+            chunks=(tile, tile),
+            dtype="uint8",
+            fill_value=0,
+            dimension_names=("y", "x"),
+        )
+        group.create_array(
+            TILES,
+            shape=grid_shape,
+            chunks=(1, 1),
+            dtype="uint8",
+            fill_value=PENDING,
+            dimension_names=("tile_row", "tile_col"),
+        )
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create {store}: directory {parent} is not writable ({exc.strerror or exc}); "
+            "choose another --out"
+        ) from None
+    return np.zeros(grid_shape, np.uint8)
+
+
+def open_store(path: str, run_id: str = "") -> Any:
+    """Return this process's writable handle on the store group, opened once per run.
+
+    ``run_id`` keeps a worker that served an earlier run on the same path from writing
+    through stale array metadata after an overwrite.
+    """
+    import zarr
+
+    key = (path, run_id)
+    with _OPEN_LOCK:
+        if key not in _OPEN:
+            _OPEN[key] = zarr.open_group(path, mode="r+")
+        return _OPEN[key]
+
+
+def write_core(
+    path: str,
+    core: Window,
+    probabilities: npt.NDArray[Any],
+    labels: npt.NDArray[np.uint8],
+    run_id: str = "",
+) -> None:
+    """Write one tile's core: exactly its own chunks, so no lock is needed."""
+    group = open_store(path, run_id)
+    rows, cols = core.to_slices()
+    group[PROBABILITIES][:, rows, cols] = probabilities
+    group[LABELS][rows, cols] = labels
+
+
+def mark_tiles(path: str, indices: list[tuple[int, int]], state: int, run_id: str = "") -> None:
+    """Set ledger entries (one chunk each) to ``state`` (PENDING, DONE or SKIPPED)."""
+    if state not in (PENDING, DONE, SKIPPED):
+        raise ValueError(f"ledger state {state} is not one of {PENDING}, {DONE}, {SKIPPED}")
+    group = open_store(path, run_id)
+    ledger = group[TILES]
+    for row, col in indices:
+        ledger[row, col] = state
+
+
+def read_ledger(path: str | Path) -> npt.NDArray[np.uint8]:
+    """Return the ``tiles`` ledger as an array (read by value, never by chunk existence)."""
+    import zarr
+
+    ledger = zarr.open_array(str(Path(path) / TILES), mode="r")
+    return np.asarray(ledger[...], dtype=np.uint8)
+
+
+def set_status(path: str | Path, status: str, *, run_id: str | None = None, **attrs: Any) -> None:
+    """Update the ``status`` attribute (and any others), from the metadata on disk.
+
+    Parameters
+    ----------
+    path
+        The store.
+    status
+        The new status (``running``, ``complete``...).
+    run_id
+        When given, the store must still belong to this run: a store that another run has
+        overwritten or resumed since is not marked.
+    **attrs
+        Other attributes to set in the same update.
+
+    Raises
+    ------
+    StoreError
+        ``run_id`` is given and differs from the store's.
+    """
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    if run_id is not None:
+        current = dict(group.attrs).get("run_id")
+        if current != run_id:
+            raise StoreError(
+                f"store {path} now belongs to run {current!r}, not {run_id!r} (another run "
+                f"overwrote or resumed it); not marking it {status!r}"
+            )
+    group.attrs.update({**attrs, "status": status})
+
+
+def tile_counts(path: str | Path) -> dict[str, int]:
+    """Count tiles done / skipped / left in a store's ledger."""
+    ledger = read_ledger(path)
+    done = int((ledger == DONE).sum())
+    skipped = int((ledger == SKIPPED).sum())
+    return {
+        "total": int(ledger.size),
+        "done": done,
+        "skipped": skipped,
+        "left": int(ledger.size) - done - skipped,
+    }
