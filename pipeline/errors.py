@@ -3,10 +3,14 @@
 Every error the pipeline raises on purpose derives from :class:`GigasegError`, and each
 subclass also inherits the matching built-in (``ValueError``, ``OSError``...), as
 ``rasterio.errors`` does, so callers can catch either. Messages give the cause, the values
-involved and what to do, on one line: the CLI prints ``str(error)`` as is.
+involved and what to do, on one line: the CLI prints ``str(error)`` as is. Values quoted in
+a message go through :func:`short_repr`, so a message stays short whatever the input.
 """
 
 from __future__ import annotations
+
+import reprlib
+from typing import Any
 
 __all__ = [
     "CheckpointError",
@@ -16,6 +20,7 @@ __all__ = [
     "OutputExistsError",
     "ReadError",
     "StoreError",
+    "short_repr",
 ]
 
 
@@ -45,3 +50,26 @@ class StoreError(GigasegError, OSError):
 
 class OutputExistsError(GigasegError, FileExistsError):
     """An output exists and ``overwrite`` was not given."""
+
+
+#: Most characters of a value that an error message quotes.
+MAX_REPR = 200
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
+_REPR.maxstring = _REPR.maxother = MAX_REPR
+
+
+def short_repr(value: Any, limit: int = MAX_REPR) -> str:
+    """``repr(value)`` cut to about ``limit`` characters without walking all of ``value``.
+
+    Nested containers are shown to three levels and six items each (``reprlib``), so the cost
+    is bounded even for a structure whose full repr would not fit in memory (a YAML alias
+    bomb quoted in a "got ..." message).
+
+    >>> short_repr(list(range(10**6)))
+    '[0, 1, 2, 3, 4, 5, ...]'
+    """
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

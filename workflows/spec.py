@@ -26,7 +26,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -36,8 +35,9 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, short_repr
 from pipeline.settings import InferenceSettings, TilingSettings, default_of, help_of
+from workflows.yamlfile import load_yaml
 
 __all__ = [
     "DEFAULTS_PATH",
@@ -112,7 +112,7 @@ def _parse_bytes(value: str) -> int:
     try:
         return int(parse_bytes(value))
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"must be a size such as 16GB or 4GiB, got {value!r}") from exc
+        raise ValueError(f"must be a size such as 16GB or 4GiB, got {short_repr(value)}") from exc
 
 
 class _Section(BaseModel):
@@ -126,12 +126,12 @@ def _check_template(value: str, allowed: Iterable[str]) -> str:
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
     except ValueError as exc:
-        message = f"bad template {value!r} ({exc}); use {{stem}}-style placeholders"
+        message = f"bad template {short_repr(value)} ({exc}); use {{stem}}-style placeholders"
         raise ValueError(message) from exc
     for name in fields:
         if name not in allowed:
             valid = ", ".join("{" + a + "}" for a in allowed)
-            raise ValueError(f"unknown placeholder {{{name}}} in {value!r}; use {valid}")
+            raise ValueError(f"unknown placeholder {{{name}}} in {short_repr(value)}; use {valid}")
     return value
 
 
@@ -207,7 +207,7 @@ class Tiling(_Section):
         is_int = isinstance(value, int) and not isinstance(value, bool)
         if value == "auto" or (is_int and value > 0):
             return value
-        raise ValueError(f"must be auto or an integer > 0, got {value!r}")
+        raise ValueError(f"must be auto or an integer > 0, got {short_repr(value)}")
 
     @field_validator("halo", mode="before")
     @classmethod
@@ -215,7 +215,7 @@ class Tiling(_Section):
         is_int = isinstance(value, int) and not isinstance(value, bool)
         if value == "auto" or (is_int and value >= 0):
             return value
-        raise ValueError(f"must be auto or an integer >= 0, got {value!r}")
+        raise ValueError(f"must be auto or an integer >= 0, got {short_repr(value)}")
 
     @model_validator(mode="after")
     def _patch_fits(self) -> Tiling:
@@ -249,7 +249,7 @@ class Inference(_Section):
     @classmethod
     def _device(cls, value: str) -> str:
         if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", value):
-            raise ValueError(f"must be auto, cpu, mps, cuda or cuda:N, got {value!r}")
+            raise ValueError(f"must be auto, cpu, mps, cuda or cuda:N, got {short_repr(value)}")
         return value
 
 
@@ -417,7 +417,7 @@ class JobQueue(_Section):
     @classmethod
     def _walltime(cls, value: str) -> str:
         if not _WALLTIME.match(value):
-            raise ValueError(f"must look like HH:MM:SS or D-HH:MM:SS, got {value!r}")
+            raise ValueError(f"must look like HH:MM:SS or D-HH:MM:SS, got {short_repr(value)}")
         return value
 
     @field_validator("memory")
@@ -466,7 +466,7 @@ class Cluster(_Section):
     @classmethod
     def _address(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^(\w+://)?[\w.\-\[\]:]+:\d+$", value):
-            raise ValueError(f"must look like tcp://HOST:PORT, got {value!r}")
+            raise ValueError(f"must look like tcp://HOST:PORT, got {short_repr(value)}")
         return value
 
     def missing(self) -> list[tuple[tuple[str, ...], str]]:
@@ -554,7 +554,7 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 def load_defaults() -> dict[str, Any]:
     """Read the shipped defaults (``workflows/defaults.yaml``)."""
-    data = yaml.safe_load(DEFAULTS_PATH.read_text())
+    data = load_yaml(DEFAULTS_PATH.read_text(), source=str(DEFAULTS_PATH))
     return dict(data or {})
 
 
@@ -595,22 +595,13 @@ def parse_set(assignments: Iterable[str]) -> dict[str, Any]:
 
 
 def _parse_value(raw: str, where: str) -> Any:
-    try:
-        return yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: value {raw!r} is not valid YAML ({exc})") from exc
+    return load_yaml(raw, source=f"{where}: value {short_repr(raw)}") if raw.strip() else None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"workflow file {path} does not exist; check the path")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or exc
-        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from exc
+    data = load_yaml(path.read_text(), source=str(path))
     if data is None:
         raise ConfigError(f"{path}: the workflow file is empty; it needs at least inputs and model")
     if not isinstance(data, dict):
@@ -777,10 +768,10 @@ def _message(error: Mapping[str, Any], loc: Sequence[str | int], model: Any) -> 
     if kind == "missing":
         return "required key is missing"
     if kind == "too_short":
-        return f"must not be empty, got {value!r}"
+        return f"must not be empty, got {short_repr(value)}"
     if kind in ("model_type", "dict_type", "model_attributes_type"):
         keys = ", ".join(sorted(model.model_fields)) if model is not None else ""
-        return f"must be a mapping (keys: {keys}), got {value!r}"
+        return f"must be a mapping (keys: {keys}), got {short_repr(value)}"
     message = str(error["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
@@ -788,7 +779,7 @@ def _message(error: Mapping[str, Any], loc: Sequence[str | int], model: Any) -> 
         if message.startswith(prefix):
             message = "must" + message[len(prefix) :]
     if kind in ("greater_than", "greater_than_equal", "less_than_equal", "less_than"):
-        return f"{message[0].lower()}{message[1:]}, got {value!r}"
+        return f"{message[0].lower()}{message[1:]}, got {short_repr(value)}"
     if kind.endswith("_type") or kind.endswith("_parsing") or kind in ("literal_error",):
-        return f"{message[0].lower()}{message[1:]}, got {value!r}"
+        return f"{message[0].lower()}{message[1:]}, got {short_repr(value)}"
     return message[0].lower() + message[1:] if message else kind

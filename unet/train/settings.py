@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, short_repr
 
 __all__ = ["LOSSES", "PRECISIONS", "SCHEDULES", "Augment", "TrainSettings", "parse_train_settings"]
 
@@ -110,7 +110,8 @@ class TrainSettings:
         ):
             if value not in choices:
                 raise ConfigError(
-                    f"train.{name}={value!r} is not one of {', '.join(map(repr, choices))}"
+                    f"train.{name}={short_repr(value)} is not one of "
+                    f"{', '.join(map(repr, choices))}"
                 )
         if not 0.0 <= self.warmup < 1.0:
             raise ConfigError(f"train.warmup must be in [0, 1), got {self.warmup}")
@@ -159,7 +160,7 @@ def parse_train_settings(data: dict[str, Any] | None) -> TrainSettings:
             raise ConfigError(f"unknown train.augment keys {bad}; valid keys: {sorted(valid)}")
         data["augment"] = Augment(**augment)
     elif augment is not None and not isinstance(augment, Augment):
-        raise ConfigError(f"train.augment must be a mapping or false, got {augment!r}")
+        raise ConfigError(f"train.augment must be a mapping or false, got {short_repr(augment)}")
     elif isinstance(augment, Augment):
         data["augment"] = augment
     try:

@@ -60,19 +60,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_config(path: str | Path | None) -> tuple[dict[str, Any], Path]:
     """Read a YAML training config; return it and the folder relative paths start from."""
-    import yaml
-
     from pipeline.errors import ConfigError
+    from workflows.yamlfile import load_yaml
 
     if path is None:
         return {}, Path.cwd()
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"training config {path} does not exist")
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"training config {path} is not valid YAML: {exc}") from exc
+    config = load_yaml(path.read_text(encoding="utf-8"), source=f"training config {path}") or {}
     if not isinstance(config, dict):
         raise ConfigError(f"training config {path} must be a mapping of sections")
     unknown = sorted(
