@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -232,24 +233,43 @@ def load(
     CheckpointError
         If the file is missing, a pickle, or its header and weights disagree.
     """
+    path = Path(path)
+    header = _read_header(path)
     metadata = read_metadata(path)
     try:
-        model = UNet(**Architecture.from_dict(metadata.architecture).to_dict())
-    except ValueError as exc:
+        arguments = Architecture.from_dict(metadata.architecture).to_dict()
+        with torch.device("meta"):  # shapes only: nothing is allocated yet
+            expected = {k: tuple(v.shape) for k, v in UNet(**arguments).state_dict().items()}
+    except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: bad architecture in header ({exc})") from exc
-    state = load_file(str(path), device=str(device))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    reshaped = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    stored = {k: tuple(v.get("shape", ())) for k, v in header.items() if k != "__metadata__"}
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
     if missing or unexpected or reshaped:
+        needed = sum(math.prod(shape) for shape in expected.values()) * 4
         raise CheckpointError(
-            f"{path}: weights do not match the header's architecture "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]}, shape differs {reshaped[:3]})"
+            f"{path}: weights do not match the header's architecture, which needs "
+            f"{_size(needed)} of weights (the file holds {_size(path.stat().st_size)}; missing "
+            f"{missing[:3]}, unexpected {unexpected[:3]}, shape differs {reshaped[:3]}); "
+            "the header was edited or the file is not this model's: save it again"
         )
+    model = UNet(**arguments)
+    state = load_file(str(path), device=str(device))
     model.load_state_dict(state)
     model.to(device).eval()
     return model, metadata
+
+
+def _size(count: float) -> str:
+    """Bytes as text: ``"12 bytes"``, ``"3.4 MB"``, ``"8153.3 GB"``."""
+    if count < 1000:
+        return f"{count:.0f} bytes"
+    for unit in ("KB", "MB"):
+        count /= 1000
+        if count < 1000:
+            return f"{count:.1f} {unit}"
+    return f"{count / 1000:.1f} GB"
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -262,26 +282,85 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def _read_header(path: Path) -> dict[str, Any]:
-    """Parse the safetensors JSON header, refusing pickles and other formats by their bytes."""
+    """Parse the safetensors JSON header, refusing pickles and other formats by structure.
+
+    A safetensors file starts with the little-endian length of its JSON header, so its first
+    byte can be anything -- 0x80 included, which is also how a pickle starts. So the file is
+    first read as safetensors (a length that fits the file, then a JSON object); only when
+    that fails is it told apart as a PyTorch zip or raw pickle, by their own structure.
+    """
     if not path.is_file():
         raise CheckpointError(f"model file {path} does not exist; check the path")
+    file_size = path.stat().st_size
     with path.open("rb") as stream:
         head = stream.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":
-            raise CheckpointError(
-                f"{path} is a pickle-based PyTorch checkpoint; gigaseg never unpickles model "
-                "files (unpickling can run code): save the weights as safetensors with unet.save"
-            )
-        if len(head) < 8:
-            raise CheckpointError(f"{path} is too short to be a safetensors checkpoint")
-        (size,) = struct.unpack("<Q", head)
-        if not 2 <= size <= _MAX_HEADER:
-            raise CheckpointError(f"{path} is not a safetensors checkpoint (bad header size)")
-        raw = stream.read(size)
+        size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        raw = stream.read(size) if 2 <= size <= min(_MAX_HEADER, file_size - 8) else b""
+    header = _parse_json_object(raw)
+    if header is not None:
+        _check_offsets(path, header, file_size - 8 - size)
+        return header
+    if _is_pickle(path, head):
+        raise CheckpointError(
+            f"{path} is a pickle-based PyTorch checkpoint; gigaseg never unpickles model "
+            "files (unpickling can run code): save the weights as safetensors with unet.save"
+        )
+    if len(head) < 8:
+        raise CheckpointError(f"{path} is too short to be a safetensors checkpoint")
+    raise CheckpointError(
+        f"{path} is not a safetensors checkpoint (its first 8 bytes do not give the length of "
+        "a JSON header that fits the file); save the model with unet.save"
+    )
+
+
+def _parse_json_object(raw: bytes) -> dict[str, Any] | None:
+    if not raw.lstrip(b" ").startswith(b"{"):
+        return None
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not a safetensors checkpoint ({exc})") from exc
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path} is not a safetensors checkpoint (header is not a map)")
-    return header
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def _is_pickle(path: Path, head: bytes) -> bool:
+    """Whether ``path`` is a PyTorch zip checkpoint or a raw pickle (protocol 2-5)."""
+    import pickletools
+    import zipfile
+
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return any(name.endswith(".pkl") for name in archive.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return False
+    if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
+        return False
+    # A PROTO opcode alone could be chance: require that the opcodes parse (without executing
+    # anything: pickletools only decodes) for the first 64 KiB.
+    with path.open("rb") as stream:
+        sample = stream.read(1 << 16)
+    try:
+        for _ in pickletools.genops(sample):
+            pass
+    except ValueError as exc:
+        return len(sample) == 1 << 16 and ("exhausted" in str(exc) or "remain" in str(exc))
+    return True
+
+
+def _check_offsets(path: Path, header: dict[str, Any], data_size: int) -> None:
+    """Every tensor entry must lie inside the file's data section."""
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(v, int) for v in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_size
+        ):
+            raise CheckpointError(
+                f"{path}: tensor {name!r} lies outside the file ({data_size} bytes of data); "
+                "the file is truncated or corrupt: save or copy it again"
+            )
