@@ -216,7 +216,7 @@ def make_plan(
     sources = _expand_inputs(workflow, base, problems)
     out_dir = _resolve(base, _fill(workflow.output.dir, {"workflow": name}))
     report = _resolve(base, _fill(workflow.output.report, {"dir": out_dir, "workflow": name}))
-    owners: dict[Path, str] = {report.absolute(): "output.report"}
+    owners: dict[Path, str] = {report.resolve(): "output.report"}
     if report.exists() and not (resume or overwrite):
         problems.append(_exists("output.report", report, base))
     scenes: list[Scene] = []
@@ -340,16 +340,24 @@ def _expand_inputs(
 def _claim(
     owners: dict[Path, str], out_key: str, target: Path, key: str, path: Path, base: Path
 ) -> str | None:
-    """Register ``target`` as written by input ``key``; a problem if someone else writes it."""
-    target_abs = target.absolute()
-    if target_abs == path.absolute():
-        return f"{out_key}: {_show(target, base)} would overwrite input {key}"
-    if target_abs in owners:
+    """Register ``target`` as written by input ``key``; a problem if someone else writes it.
+
+    Paths are compared resolved (``..`` and symlinks followed), so two templates that spell
+    one file differently still collide; an output that is, or is a folder holding, an input
+    would destroy it (``--overwrite`` deletes the old output first).
+    """
+    from pipeline.export.atomic import holds
+
+    real = target.resolve()
+    if holds(real, path):
+        what = "overwrite" if real == path.resolve() else "delete the folder holding"
+        return f"{out_key}: {_show(target, base)} would {what} input {key}; choose another path"
+    if real in owners:
         return (
-            f"{out_key}: {key} ({path.name}) and {owners[target_abs]} both write "
-            f"{_show(target, base)}; add {{parent}} or {{index}} to the template"
+            f"{out_key}: {key} ({_show(path, base)}) and {owners[real]} both write "
+            f"{_show(real, base)}; add {{parent}} or {{index}} to the template"
         )
-    owners[target_abs] = f"{out_key} of {key} ({path.name})"
+    owners[real] = f"{out_key} of {key} ({_show(path, base)})"
     return None
 
 

@@ -114,8 +114,8 @@ def test_colliding_outputs(
     two = geotiff_factory("y/scene.tif")
     with pytest.raises(
         ConfigError,
-        match=r"output\.store: inputs\[1\] \(scene\.tif\) and output\.store of inputs\[0\] "
-        r"\(scene\.tif\) both write .*scene\.zarr; add \{parent\} or \{index\}",
+        match=r"output\.store: inputs\[1\] \(\S*y/scene\.tif\) and output\.store of inputs\[0\] "
+        r"\(\S*x/scene\.tif\) both write .*scene\.zarr; add \{parent\} or \{index\}",
     ):
         plan(spec(tiny_model, str(one), str(two), output={"dir": str(tmp_path / "o")}), environ={})
     # {parent} separates them.
