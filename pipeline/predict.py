@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import CheckpointError, ConfigError, InputError
+from pipeline.export.atomic import check_not_input
 from pipeline.infer.model import (
     ModelInfo,
     ModelRef,
@@ -349,6 +350,8 @@ def predict(
     device = resolve_device(inference.device)
     if not isinstance(source, (np.ndarray, Source)) and not Path(str(source)).exists():
         raise InputError(f"{source} does not exist; check the path")
+    if not isinstance(source, (np.ndarray, Source)):
+        check_not_input(store_path, source)  # --overwrite would delete its own input
     info, src = _open_inputs(source, model, tiling.halo, inference.classes, read)
     grid = TileGrid(
         src.shape[0],

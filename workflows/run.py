@@ -346,6 +346,7 @@ def _run_scene(
     previous: Mapping[str, Any],
 ) -> None:
     import pipeline
+    from pipeline.export.atomic import remove_stale_temporaries
     from pipeline.settings import ReadSettings
 
     w = plan.workflow
@@ -392,6 +393,7 @@ def _run_scene(
         record.exports.append(entry)
         if resume and _export_up_to_date(path, scene.store, previous):
             entry.status = "skipped (up to date)"
+            remove_stale_temporaries(path)  # left by a run killed while rewriting it
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()

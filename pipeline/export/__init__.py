@@ -6,7 +6,15 @@ complete (:mod:`pipeline.export.atomic`).
 
 from __future__ import annotations
 
-from pipeline.export.atomic import check_output, commit, temporary_path
+from pipeline.export.atomic import (
+    check_not_input,
+    check_output,
+    commit,
+    holds,
+    remove_stale_temporaries,
+    temporary_path,
+    write_text,
+)
 from pipeline.export.base import FeatureWriter, FileWriter
 from pipeline.export.features import FeatureBatch, Field, Schema, class_color
 from pipeline.export.geojson import GeoJSONSeqWriter, GeoJSONWriter, feature_texts
@@ -30,11 +38,15 @@ __all__ = [
     "OGRWriter",
     "QuPathWriter",
     "Schema",
+    "check_not_input",
     "check_output",
     "class_color",
     "commit",
     "feature_texts",
+    "holds",
     "open_writer",
+    "remove_stale_temporaries",
     "target_of",
     "temporary_path",
+    "write_text",
 ]

@@ -6,7 +6,7 @@ import contextlib
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.export.atomic import commit, temporary_path
+from pipeline.export.atomic import commit, remove_stale_temporaries, temporary_path
 from pipeline.export.features import FeatureBatch, Schema
 
 __all__ = ["FeatureWriter", "FileWriter"]
@@ -39,6 +39,7 @@ class FileWriter:
     def __init__(self, path: str | Path, schema: Schema) -> None:
         self.path = Path(path)
         self.schema = schema
+        remove_stale_temporaries(self.path)
         self.tmp = temporary_path(self.path)
         self.count = 0
         self._closed = False

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.export import FeatureBatch, FileWriter, check_output, open_writer, target_of
+from pipeline.export import (
+    FeatureBatch,
+    FileWriter,
+    check_not_input,
+    check_output,
+    open_writer,
+    target_of,
+)
 from pipeline.runner import Runner
 from pipeline.settings import RunnerSettings, split_options
 from pipeline.vectorize.centerlines import prune_spurs
@@ -212,10 +219,12 @@ def vectorize(
         simplify=simplify, regularize=regularize, centerlines=centerlines,
     )  # fmt: skip
     fmt = parse_format(format, Path(out))
+    if not isinstance(input, np.ndarray):
+        check_not_input(Path(out), Path(input))
     out_path = check_output(Path(out), overwrite=overwrite)
     source = open_labels(input if isinstance(input, np.ndarray) else Path(input),
                          threshold=threshold)  # fmt: skip
-    side = int(chunk) if chunk else _default_chunk(source)
+    side = _default_chunk(source) if chunk is None else int(chunk)
     if side < 1:
         raise ConfigError(f"chunk must be a positive number of pixels, got {chunk}")
     if halo < 0:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from workflows.commands._report import add_report_argument, check_report, write_report
 
 __all__ = ["HELP", "add_arguments", "main"]
 
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--resume", action="store_true", help="finish an interrupted store")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing store")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--report", default=None, help="also write the run report as JSON here")
+    add_report_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -36,6 +37,7 @@ def main(args: argparse.Namespace) -> int:
     from pipeline.settings import InferenceSettings, ReadSettings, RunnerSettings, TilingSettings
     from workflows.commands.options import settings_from
 
+    check_report(args)
     report = predict(
         args.source,
         args.model,
@@ -49,10 +51,7 @@ def main(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     data = report.to_dict()
-    if args.report:
-        from pathlib import Path
-
-        Path(args.report).write_text(json.dumps(data, indent=2))
+    write_report(args, data)
     print(
         f"{data['store']}: {data['tiles_computed']} tiles computed, {data['tiles_skipped']} "
         f"skipped, {data['tiles_already_done']} already done of {data['tiles_total']}; "

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from workflows.commands._report import add_report_argument, check_report, write_report
 
 __all__ = ["HELP", "add_arguments", "main"]
 
@@ -56,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings(parser, RunnerSettings, exclusive=(("workers", "scheduler"),))
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--report", default=None, help="also write the run report as JSON here")
+    add_report_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -65,6 +66,7 @@ def main(args: argparse.Namespace) -> int:
     from pipeline.vectorize import vectorize
     from workflows.commands.options import settings_from
 
+    check_report(args)
     report = vectorize(
         args.input,
         args.out,
@@ -84,10 +86,7 @@ def main(args: argparse.Namespace) -> int:
         object_type=args.object_type,
     )
     data = report.to_dict()
-    if args.report:
-        from pathlib import Path
-
-        Path(args.report).write_text(json.dumps(data, indent=2))
+    write_report(args, data)
     classes = ", ".join(f"{k} {v}" for k, v in data["per_class"].items()) or "none"
     print(
         f"{data['output']}: {data['features']} features ({classes}) from {data['chunks']} "
