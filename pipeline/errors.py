@@ -13,10 +13,13 @@ import reprlib
 from typing import Any
 
 __all__ = [
+    "ApproximateWarning",
     "CheckpointError",
     "ConfigError",
     "GigasegError",
+    "GigasegWarning",
     "InputError",
+    "ModelOutputError",
     "OutputExistsError",
     "ReadError",
     "StoreError",
@@ -44,12 +47,24 @@ class CheckpointError(GigasegError, ValueError):
     """A model file is missing, unsafe (pickle) or inconsistent."""
 
 
+class ModelOutputError(GigasegError, ArithmeticError):
+    """A model returned non-finite values (NaN/Inf weights, or an overflow at low precision)."""
+
+
 class StoreError(GigasegError, OSError):
     """A Zarr store cannot be created, reused or resumed."""
 
 
 class OutputExistsError(GigasegError, FileExistsError):
     """An output exists and ``overwrite`` was not given."""
+
+
+class GigasegWarning(UserWarning):
+    """Root of the warnings gigaseg gives on purpose (the CLI prints them on one line)."""
+
+
+class ApproximateWarning(GigasegWarning):
+    """The result will differ from the whole-image reference (e.g. a halo below the model's)."""
 
 
 #: Most characters of a value that an error message quotes.

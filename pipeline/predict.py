@@ -18,6 +18,7 @@ import os
 import resource
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -26,7 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import CheckpointError, ConfigError, InputError
+from pipeline.errors import (
+    ApproximateWarning,
+    CheckpointError,
+    ConfigError,
+    InputError,
+    ModelOutputError,
+)
 from pipeline.export.atomic import check_not_input
 from pipeline.infer.model import (
     ModelInfo,
@@ -214,6 +221,7 @@ def run_tile(job: TileJob, source: Source) -> TileResult:
     model_seconds(reset=True)
     probs = predict_tile(predictor, box, job.plan, batch=job.batch, outputs=outputs)
     infer_s = model_seconds(reset=True)  # time in the model, not waiting for it
+    _check_finite(probs, job)
     start = time.perf_counter()
     labels = to_labels(probs, job.model.info.activation, job.threshold)
     stored = to_stored(probs, job.probabilities)
@@ -221,6 +229,21 @@ def run_tile(job: TileJob, source: Source) -> TileResult:
     write_s = time.perf_counter() - start
     return TileResult(
         job.plan.index, read_s, infer_s, write_s, _peak_rss(), predictor.precision, os.getpid()
+    )
+
+
+def _check_finite(probs: np.ndarray, job: TileJob) -> None:
+    """Fail the tile when the model gave NaN/Inf: stored, they would read as background."""
+    finite = np.isfinite(probs)
+    if finite.all():
+        return
+    bad = int(finite.size - np.count_nonzero(finite))
+    core = job.plan.core
+    raise ModelOutputError(
+        f"model {job.model.info.path} gave {bad} non-finite (NaN/Inf) value(s) for tile "
+        f"{job.plan.index} (rows {core.row_off}-{core.row_off + core.height}, cols "
+        f"{core.col_off}-{core.col_off + core.width}); its weights may hold NaN/Inf or "
+        "overflow at this precision: check the model, or try --precision fp32"
     )
 
 
@@ -246,6 +269,9 @@ class PredictReport:
     peak_worker_memory: int = 0
     precision: str = ""
     workers: int = 0
+    halo: int = 0
+    model_halo: int | None = None
+    exact: bool | None = None
     status: str = "running"
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,10 +283,12 @@ class PredictReport:
 # Option parsing
 
 
-def _resolve_model(model: Any, halo: Any, classes: Any) -> tuple[ModelInfo, Any]:
+def _resolve_model(model: Any, halo: Any, classes: Any) -> tuple[ModelInfo, Any, int | None]:
+    """Return the model with the user's overrides, its network, and the model's own halo."""
     path = str(model)
     kind = model_kind(path)
     info, network = describe_model(path, kind=kind, complete=complete_metadata)
+    model_halo = info.halo
     user_halo = None if halo == "auto" else int(halo)
     info = with_overrides(info, halo=user_halo, classes=classes)
     if info.halo is None:
@@ -268,7 +296,28 @@ def _resolve_model(model: Any, halo: Any, classes: Any) -> tuple[ModelInfo, Any]
             f"model {path} carries no gigaseg metadata, so its halo is unknown; give --halo N "
             "(its receptive-field radius in pixels)"
         )
-    return info, network
+    return info, network, model_halo
+
+
+def _exactness(info: ModelInfo, model_halo: int | None) -> bool | None:
+    """Whether tiles equal the whole-image result: the halo covers the receptive field.
+
+    ``None`` when the model does not say its halo (a foreign model given ``--halo N``).
+    A smaller halo is allowed but approximate: warn, and say so in the store and report.
+    """
+    if model_halo is None:
+        return None
+    used = int(info.halo or 0)
+    if used >= model_halo:
+        return True
+    warnings.warn(
+        f"halo {used} is smaller than model {info.name}'s {model_halo} (its receptive-field "
+        "radius): tiles will differ from the whole-image result near their borders; the "
+        "store records exact: false (use --halo auto for exact results)",
+        ApproximateWarning,
+        stacklevel=3,
+    )
+    return False
 
 
 def _probe_outputs(info: ModelInfo, network: Any, count: int) -> int:
@@ -352,7 +401,8 @@ def predict(
         raise InputError(f"{source} does not exist; check the path")
     if not isinstance(source, (np.ndarray, Source)):
         check_not_input(store_path, source)  # --overwrite would delete its own input
-    info, src = _open_inputs(source, model, tiling.halo, inference.classes, read)
+    info, src, model_halo = _open_inputs(source, model, tiling.halo, inference.classes, read)
+    exact = _exactness(info, model_halo)
     grid = TileGrid(
         src.shape[0],
         src.shape[1],
@@ -371,10 +421,11 @@ def predict(
             "source_kind": type(src).__name__,
             "bands": list(src.bands),
             "shape": list(src.shape),
-            "model": info.to_dict(),
+            "model": {**info.to_dict(), "halo": model_halo},
             "tile": tiling.tile,
             "patch": patch,
             "halo": info.halo,
+            "exact": exact,
             "precision": resolve_precision(inference.precision, device),
             "precision_requested": resolve_precision(inference.precision, device),
             "classes": list(info.classes),
@@ -397,7 +448,14 @@ def predict(
             resume=resume,
             overwrite=overwrite,
         )
-        report = PredictReport(store=store_path, source=src.name, tiles_total=len(grid))
+        report = PredictReport(
+            store=store_path,
+            source=src.name,
+            tiles_total=len(grid),
+            halo=int(info.halo or 0),
+            model_halo=model_halo,
+            exact=exact,
+        )
         todo = _split_tiles(grid, ledger, src, store_path, attrs["run_id"], report)
         ref = ModelRef(
             info, device=inference.device, precision=inference.precision, threads=tasks.threads
@@ -446,9 +504,12 @@ def _model_call_size(
 
 def _open_inputs(
     source: Any, model: Any, halo: int | str, classes: Any, read: ReadSettings
-) -> tuple[ModelInfo, Source]:
-    """Resolve the model (it may choose the bands), then open the source and cross-check."""
-    info, network = _resolve_model(model, halo, classes)
+) -> tuple[ModelInfo, Source, int | None]:
+    """Resolve the model (it may choose the bands), then open the source and cross-check.
+
+    Returns the model (with the user's overrides), the source, and the model's own halo.
+    """
+    info, network, model_halo = _resolve_model(model, halo, classes)
     src = open_source(
         source,
         bands=read.bands if read.bands is not None else info.bands,
@@ -469,7 +530,7 @@ def _open_inputs(
             f"model {info.path} normalises {len(info.mean)} band(s) but {src.name} gives "
             f"{src.count}; choose bands with --bands"
         )
-    return info, src
+    return info, src, model_halo
 
 
 def _split_tiles(

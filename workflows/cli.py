@@ -11,13 +11,15 @@ for files) print one line and exit 1; usage errors exit 2; ``--debug`` shows the
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -109,7 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(commands[args.command].main(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, args.command)
+            return int(commands[args.command].main(args) or 0)
     except KeyboardInterrupt:
         print("gigaseg: interrupted", file=sys.stderr)
         return 130
@@ -118,6 +122,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"gigaseg {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _show_warning(
+    command: str,
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Print gigaseg's own warnings as one line, like its errors; others as Python does."""
+    from pipeline.errors import GigasegWarning
+
+    if issubclass(category, GigasegWarning):
+        text = " ".join(str(message).split())
+        print(f"gigaseg {command}: warning: {text}", file=file or sys.stderr)
+    else:
+        _DEFAULT_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+_DEFAULT_SHOWWARNING = warnings.showwarning
 
 
 def _one_line(exc: BaseException) -> str:

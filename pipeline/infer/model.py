@@ -51,7 +51,7 @@ LOADERS: dict[str, str] = {
 #: Path -> number of times this process loaded it (tests check "once per worker").
 LOAD_COUNTS: dict[str, int] = {}
 
-_CACHE: dict[tuple[str, str], Any] = {}
+_CACHE: dict[tuple[str, str, str], Any] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -267,11 +267,26 @@ def with_overrides(
 
 
 def cached_model(info: ModelInfo) -> Any:
-    """Return this process's network for ``info``, loading it on first use only."""
-    key = (info.path, info.loader)
+    """Return this process's network for ``info``, loading it on first use only.
+
+    The cache is keyed by the file's content hash (``info.sha256``, computed on the client),
+    not only its path: a long-lived worker that served a model keeps it in memory, and a file
+    replaced at the same path must be reloaded, not served stale under the new hash. The
+    file loaded is checked against that hash, so a file replaced mid-run fails loudly.
+    """
+    key = (info.path, info.loader, info.sha256)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            network, _ = _resolve(info.loader)(info.path)
+            network, meta = _resolve(info.loader)(info.path)
+            loaded = str(meta.get("sha256") or file_sha256(info.path))
+            if info.sha256 and loaded != info.sha256:
+                raise CheckpointError(
+                    f"model {info.path} changed during the run (sha256 {loaded[:12]}... on this "
+                    f"worker, {info.sha256[:12]}... when the run started); rerun with --resume "
+                    "once the file is final"
+                )
+            for old in [k for k in _CACHE if k[:2] == key[:2]]:
+                del _CACHE[old]  # an earlier version of this file
             LOAD_COUNTS[info.path] = LOAD_COUNTS.get(info.path, 0) + 1
             _CACHE[key] = network
         return _CACHE[key]
