@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import InputError, ReadError
+from pipeline.read.blocks import block_validity
 from pipeline.read.georef import Georef
 from pipeline.read.location import location_exists, redact, redact_text, remote_env, to_gdal_path
 from pipeline.read.source import Source, Validity, cached_handle, file_stamp, parse_bands
@@ -68,9 +69,8 @@ class GeoTiffSource(Source):
     Notes
     -----
     Validity follows GDAL's dataset mask, which merges nodata, an alpha band and an internal
-    mask. Its low-resolution version is read with ``out_shape`` (GDAL uses overviews when the
-    file has them) and then tested with a one-mask-pixel margin: a valid area smaller than one
-    mask pixel could be missed on a large file without overviews (documented approximation).
+    mask, computed per block of the file (:func:`pipeline.read.blocks.block_validity`): exact
+    at block resolution, so a tile is skipped only when none of its pixels holds data.
     """
 
     def __init__(self, path: str | Path, bands: Any = None) -> None:
@@ -150,16 +150,17 @@ class GeoTiffSource(Source):
         return np.asarray(pixels), valid
 
     def validity(self, max_size: int = 1024) -> Validity | None:
-        """Return GDAL's dataset mask at ``<= max_size`` pixels a side (None: all valid)."""
+        """Return which of the file's blocks hold data, exactly (None: every pixel is valid).
+
+        Never a sampled mask: skipping trusts it (:mod:`pipeline.read.blocks`); ``max_size``
+        is ignored.
+        """
         from rasterio.enums import MaskFlags
 
         dataset, lock = self._handle()
         flags = [dataset.mask_flag_enums[band - 1] for band in self.bands]
         if all(item == [MaskFlags.all_valid] for item in flags):
             return None
-        height, width = self.shape
-        factor = max(1.0, max(height, width) / max_size)
-        out_shape = (max(1, round(height / factor)), max(1, round(width / factor)))
         with lock, remote_env(self.path):
-            mask = dataset.dataset_mask(out_shape=out_shape) > 0
-        return Validity(mask, (height / out_shape[0], width / out_shape[1]))
+            mask, cell = block_validity(dataset, self.bands)
+        return Validity(mask, (float(cell[0]), float(cell[1])), exact=True)

@@ -59,23 +59,30 @@ class Validity:
         Boolean array, True where the image holds data (or tissue).
     scale
         Image pixels per mask pixel, as ``(rows, cols)``.
+    exact
+        Each mask pixel is True exactly when a pixel under it is valid (not sampled).
     """
 
-    def __init__(self, mask: npt.NDArray[np.bool_], scale: tuple[float, float]) -> None:
+    def __init__(
+        self, mask: npt.NDArray[np.bool_], scale: tuple[float, float], *, exact: bool = False
+    ) -> None:
         self.mask = mask
         self.scale = scale
+        self.exact = exact
 
     def any(self, window: Window, margin: int = 0) -> bool:
         """Whether any valid pixel lies in ``window`` grown by ``margin`` pixels.
 
-        The mask pixel under each window edge is included and one more mask pixel around,
-        so the test errs towards "valid" (a tile is only skipped when it is surely empty).
+        The mask pixel under each window edge is included; for a mask that is not ``exact``
+        (a sampled one) one more mask pixel around too, so the test errs towards "valid" (a
+        tile is only skipped when it is surely empty).
         """
         srow, scol = self.scale
-        r0 = int(np.floor((window.row_off - margin) / srow)) - 1
-        r1 = int(np.ceil((window.row_stop + margin) / srow)) + 1
-        c0 = int(np.floor((window.col_off - margin) / scol)) - 1
-        c1 = int(np.ceil((window.col_stop + margin) / scol)) + 1
+        extra = 0 if self.exact else 1
+        r0 = int(np.floor((window.row_off - margin) / srow)) - extra
+        r1 = int(np.ceil((window.row_stop + margin) / srow)) + extra
+        c0 = int(np.floor((window.col_off - margin) / scol)) - extra
+        c1 = int(np.ceil((window.col_stop + margin) / scol)) + extra
         block = self.mask[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)]
         return bool(block.any())
 

@@ -1,0 +1,104 @@
+"""Invalid pixels: small valid areas in huge sparse scenes, nodata and NaN inside tiles.
+
+- A tile is skipped only when none of its pixels holds data. The validity mask used to be a
+  ~1000-pixel thumbnail of the scene: on a 200000² scene with a 60 x 60 valid block the block
+  fell between samples and the run reported "0 computed, 9604 skipped", complete. Expected:
+  validity exact at the file's block level (absent sparse blocks need no read), so the tile
+  holding the data is computed and only truly empty tiles are skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.windows import Window as RioWindow
+
+from pipeline.predict import predict
+from pipeline.read.geotiff import GeoTiffSource
+from pipeline.tile.grid import Window
+from tests.workflows.conftest import synthetic
+from workflows.run import store_attributes
+
+
+def sparse_scene(path: Path, size: int, block: tuple[int, int, int, int]) -> Path:
+    """A ``size``² 3-band sparse tiled GeoTIFF (nodata 0) with one valid ``block``."""
+    row, col, height, width = block
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=size,
+        width=size,
+        count=3,
+        dtype="uint8",
+        nodata=0,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        sparse_ok=True,
+        crs="EPSG:32616",
+        transform=Affine(0.5, 0.0, 733601.0, 0.0, -0.5, 3725139.0),
+    ) as dst:
+        data = synthetic(height, width, 3, seed=4).astype(np.uint8) | 1  # no pixel equals 0
+        dst.write(data, window=RioWindow(col, row, width, height))
+    return path
+
+
+def ledger(store: Path) -> np.ndarray:
+    import zarr
+
+    return np.asarray(zarr.open_array(str(store / "tiles"), mode="r")[...])
+
+
+@pytest.mark.timeout(300)
+def test_a_small_valid_block_in_a_huge_sparse_scene_is_computed(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    # 20000² (400 Mpx; 120 KB on disk) with a 6 x 6 valid block off every sampling grid.
+    scene = sparse_scene(tmp_path / "sparse.tif", 20000, (7777, 12345, 6, 6))
+    store = tmp_path / "sparse.zarr"
+    kwargs: dict[str, Any] = {"tile": 1024, "workers": 0, "progress": False}
+    report = predict(scene, tiny_model, store, precision="fp32", **kwargs)
+    assert report.tiles_computed == 1 and report.tiles_skipped == 399
+    states = ledger(store)
+    assert states[7777 // 1024, 12345 // 1024] == 1  # done, not skipped
+    assert (states == 2).sum() == 399
+    assert store_attributes(store)["status"] == "complete"
+
+
+def test_validity_is_exact_at_cell_level_and_never_misses_a_pixel(tmp_path: Path) -> None:
+    scene = sparse_scene(tmp_path / "s.tif", 4096, (1000, 2000, 1, 1))  # one valid pixel
+    validity = GeoTiffSource(scene).validity()
+    assert validity is not None and validity.mask.sum() == 1
+    assert validity.any(Window(1000, 2000, 1, 1))
+    assert validity.any(Window(0, 0, 1001, 2001))
+    assert not validity.any(Window(0, 0, 992, 4096))  # rows above its 32-pixel cell
+    assert not validity.any(Window(1024, 0, 3072, 4096))  # rows below its 32-pixel cell
+
+
+def test_stripped_files_are_exact_too(tmp_path: Path) -> None:
+    path = tmp_path / "strips.tif"
+    data = np.zeros((3, 700, 900), np.uint8)
+    data[:, 650, 899] = 9  # one pixel in the last row of strips, last column
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=700,
+        width=900,
+        count=3,
+        dtype="uint8",
+        nodata=0,
+        crs="EPSG:32616",
+        transform=Affine(0.5, 0.0, 733601.0, 0.0, -0.5, 3725139.0),
+    ) as dst:
+        dst.write(data)
+    validity = GeoTiffSource(path).validity()
+    assert validity is not None and validity.mask.sum() == 1
+    assert validity.any(Window(640, 896, 32, 4))
+    assert not validity.any(Window(0, 0, 640, 900))
