@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ def test_missing_and_bad_models(geotiff_factory: Callable[..., Path], tmp_path: 
     with pytest.raises(ConfigError, match=r"model: no such file .*none\.safetensors"):
         plan(spec(tmp_path / "none.safetensors", str(scene)), environ={})
     fake = tmp_path / "pickle.safetensors"
-    fake.write_bytes(b"\x80\x04junk-pickle-bytes")
+    fake.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=4))
     with pytest.raises(ConfigError, match=r"model: .*pickle-based PyTorch checkpoint"):
         plan(spec(fake, str(scene)), environ={})
 
