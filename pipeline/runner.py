@@ -156,16 +156,24 @@ def local_cluster(
         )
 
 
-def close_cluster(client: Any, cluster: Any = None) -> None:
+def close_cluster(client: Any, cluster: Any = None, *, timeout: float = 60.0) -> None:
     """Close a client (and the cluster it owns) without "still alive ... killing" warnings.
 
-    Workers are retired first (they finish and exit on their own), then the client and the
-    cluster close; the nanny has nothing left to kill.
+    A LocalCluster gives each worker process 4 s to exit before its nanny kills it and
+    warns; a worker that has torch and GDAL loaded on a busy machine can need longer. The
+    nannies are closed first with ``timeout`` seconds of grace, then the client and cluster.
     """
     try:
-        if cluster is not None and client.status == "running":
-            client.retire_workers(close_workers=True, remove=True)
-    except Exception:
+        if cluster is not None and getattr(cluster, "workers", None):
+            nannies = list(cluster.workers.values())
+
+            async def stop() -> None:
+                import asyncio
+
+                await asyncio.gather(*(nanny.close(timeout=timeout) for nanny in nannies))
+
+            cluster.sync(stop)
+    except Exception:  # best effort: close() below still stops everything
         pass
     finally:
         with _quiet("distributed"):
