@@ -35,6 +35,7 @@ from pipeline.errors import (
     ModelOutputError,
 )
 from pipeline.export.atomic import check_not_input
+from pipeline.infer import autotune
 from pipeline.infer.model import (
     ModelInfo,
     ModelRef,
@@ -85,6 +86,7 @@ __all__ = [
     "load_gigaseg",
     "predict",
     "run_tile",
+    "tune_call_size",
 ]
 
 #: The largest model call made by default; bigger tiles are cut into patches of this size.
@@ -413,7 +415,8 @@ def predict(
         info.padding,
     )
     with Runner(runner, client=client, tasks=len(grid)) as tasks:
-        patch, batch = _model_call_size(tiling, info, grid, inference, tasks)
+        pixels = src.shape[0] * src.shape[1]
+        patch, batch, tuned = _model_call_size(tiling, info, inference, tasks, src.count, pixels)
         grid.plan(0, 0, patch)  # validates the patch size
         attrs: dict[str, Any] = {
             "source": src.name,
@@ -424,6 +427,8 @@ def predict(
             "model": {**info.to_dict(), "halo": model_halo},
             "tile": tiling.tile,
             "patch": patch,
+            "batch": batch,
+            "patch_tuning": tuned,
             "halo": info.halo,
             "exact": exact,
             "precision": resolve_precision(inference.precision, device),
@@ -490,16 +495,53 @@ def predict(
 def _model_call_size(
     tiling: TilingSettings,
     info: ModelInfo,
-    grid: TileGrid,
     inference: InferenceSettings,
     tasks: Runner,
-) -> tuple[int, int]:
-    """Return the patch and batch of the model calls inside a task."""
-    patch = tiling.patch
-    if patch == "auto":
-        patch = min(tiling.tile, DEFAULT_MAX_PATCH // info.alignment * info.alignment)
-    batch = DEFAULT_BATCH if tiling.batch == "auto" else int(tiling.batch)
-    return int(patch), batch
+    channels: int,
+    pixels: int,
+) -> tuple[int, int, dict[str, Any] | None]:
+    """Return the patch and batch of the model calls inside a task, and the tuning record.
+
+    ``patch="auto"`` is measured once per machine + model (:mod:`pipeline.infer.autotune`)
+    where the tasks run, for jobs large enough to pay for it; smaller jobs, ONNX sessions and
+    valid-convolution models use the whole tile up to :data:`DEFAULT_MAX_PATCH`.
+    """
+    batch = None if tiling.batch == "auto" else int(tiling.batch)
+    if tiling.patch != "auto":
+        return int(tiling.patch), batch or DEFAULT_BATCH, None
+    default = min(tiling.tile, DEFAULT_MAX_PATCH // info.alignment * info.alignment)
+    if info.kind == "onnx" or info.padding != "same" or pixels < autotune.TUNE_MIN_PIXELS:
+        return default, batch or DEFAULT_BATCH, None
+    ref = ModelRef(
+        info, device=inference.device, precision=inference.precision, threads=tasks.threads
+    )
+    patch, tuned_batch, record = tasks.call(tune_call_size, ref, tiling.tile, channels)
+    return patch, batch or tuned_batch, record
+
+
+def tune_call_size(ref: ModelRef, tile: int, channels: int) -> tuple[int, int, dict[str, Any]]:
+    """Measure (or recall) the fastest patch and batch for this model here (a task)."""
+    predictor = _predictor(ref)
+    halo = int(ref.info.halo or 0)
+    key = "|".join(
+        (
+            autotune.machine_key(predictor.device),
+            ref.info.sha256,
+            predictor.device,
+            predictor.precision,
+            f"halo {halo}",
+        )
+    )
+    chosen: tuple[int, int, dict[str, Any]] = autotune.choose_call_size(
+        predictor,
+        key=key,
+        tile=tile,
+        alignment=ref.info.alignment,
+        halo=halo,
+        channels=channels,
+        window_of=lambda patch: patch + 2 * halo,
+    )
+    return chosen
 
 
 def _open_inputs(

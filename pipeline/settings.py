@@ -179,7 +179,8 @@ class TilingSettings:
     )
     patch: int | str = option(
         "auto",
-        "model call size inside a task: auto (the whole tile up to 2048) or pixels",
+        "model call size inside a task: auto (measured once per machine and model, "
+        "cached; small jobs use the tile up to 2048) or pixels",
         metavar="auto|N",
     )
     halo: int | str = option(
@@ -187,7 +188,7 @@ class TilingSettings:
         metavar="auto|N",
     )  # fmt: skip
     batch: int | str = option(
-        "auto", "patches per model call: auto (4) or a number",
+        "auto", "patches per model call: auto (chosen with the patch) or a number",
         metavar="auto|N",
     )  # fmt: skip
 
