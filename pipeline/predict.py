@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from pipeline.errors import (
     ApproximateWarning,
@@ -66,6 +67,7 @@ from pipeline.settings import (
 from pipeline.stitch.assemble import to_labels
 from pipeline.store import (
     DONE,
+    PENDING,
     SKIPPED,
     create_store,
     mark_tiles,
@@ -74,6 +76,7 @@ from pipeline.store import (
     to_stored,
     write_core,
 )
+from pipeline.store.verify import damaged_tiles
 from pipeline.tile.grid import TileGrid, TilePlan
 
 __all__ = [
@@ -352,6 +355,7 @@ def predict(
     client: Any = None,
     resume: bool = False,
     overwrite: bool = False,
+    verify: bool = False,
     progress: bool = True,
     on_tile: Callable[[int, int], None] | None = None,
     **options: Any,
@@ -375,6 +379,9 @@ def predict(
         An existing :class:`distributed.Client` to submit to (left running).
     resume, overwrite
         Finish an interrupted store (only tiles not done) / replace an existing one.
+    verify
+        With ``resume``: first check every done tile's chunks (:mod:`pipeline.store.verify`)
+        and recompute the tiles whose chunks are missing or do not decode.
     progress
         Show a progress bar.
     on_tile
@@ -453,6 +460,8 @@ def predict(
             resume=resume,
             overwrite=overwrite,
         )
+        if verify and resume:
+            ledger = _reopen_damaged(store_path, ledger, attrs["run_id"])
         report = PredictReport(
             store=store_path,
             source=src.name,
@@ -573,6 +582,19 @@ def _open_inputs(
             f"{src.count}; choose bands with --bands"
         )
     return info, src, model_halo
+
+
+def _reopen_damaged(
+    store_path: str, ledger: npt.NDArray[np.uint8], run_id: str
+) -> npt.NDArray[np.uint8]:
+    """Mark done tiles whose chunks are missing or corrupt pending again, so they rerun."""
+    damaged = [d.index for d in damaged_tiles(store_path, ledger=ledger)]
+    if damaged:
+        mark_tiles(store_path, damaged, PENDING, run_id)
+        ledger = ledger.copy()
+        for index in damaged:
+            ledger[index] = PENDING
+    return ledger
 
 
 def _split_tiles(

@@ -33,6 +33,7 @@ from pipeline.store.layout import (
     TILES,
 )
 from pipeline.store.resume import check_resume
+from pipeline.store.verify import ALWAYS_WRITTEN
 from pipeline.tile.grid import Window
 
 __all__ = [
@@ -55,14 +56,43 @@ _OPEN_LOCK = threading.Lock()
 
 
 def is_store(path: str | Path) -> bool:
-    """Whether ``path`` is a Zarr v3 group (a store, or any other group)."""
+    """Whether ``path`` is a Zarr v3 group (a store, or any other group).
+
+    Raises
+    ------
+    StoreError
+        ``path`` has a ``zarr.json`` that cannot be parsed: a damaged store is not "no store"
+        (which would send it down another reader, or let ``--overwrite`` delete it unseen).
+    """
     meta = Path(path) / "zarr.json"
     if not meta.is_file():
         return False
+    return bool(_metadata(meta).get("node_type") == "group")
+
+
+def _parses(store: Path) -> bool:
     try:
-        return bool(json.loads(meta.read_text()).get("node_type") == "group")
-    except (OSError, ValueError):
+        _metadata(store / "zarr.json")
+    except StoreError:
         return False
+    return True
+
+
+def _metadata(meta: Path) -> dict[str, Any]:
+    """Parse a ``zarr.json``; one line naming it when it is corrupt."""
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:120]
+        raise StoreError(
+            f"{meta} is corrupt ({type(exc).__name__}: {reason}); restore it from a backup, "
+            "or rerun gigaseg predict with --overwrite to rebuild the store"
+        ) from None
+    if not isinstance(data, dict):
+        raise StoreError(
+            f"{meta} is corrupt (not a JSON object); restore it or rerun with --overwrite"
+        )
+    return data
 
 
 def is_zarr_array(path: str | Path) -> bool:
@@ -83,12 +113,9 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
         ``path`` holds no readable ``zarr.json``.
     """
     meta = Path(path) / "zarr.json"
-    try:
-        attrs = json.loads(meta.read_text()).get("attributes", {})
-    except (OSError, ValueError) as exc:
-        raise StoreError(
-            f"{path} is not a readable Zarr store ({type(exc).__name__}: {exc}); check the path"
-        ) from None
+    if not meta.is_file():
+        raise StoreError(f"{path} is not a Zarr store (no zarr.json); check the path")
+    attrs = _metadata(meta).get("attributes", {})
     return dict(attrs) if isinstance(attrs, dict) else {}
 
 
@@ -137,6 +164,12 @@ def open_array(path: str | Path) -> Any:
     return node
 
 
+#: Done tiles write every chunk, even all-background ones (a run-time array setting, so
+#: :func:`write_core` applies it), so a missing chunk of a done tile is damage
+#: (``status --verify`` finds it) rather than an empty tile.
+_EVERY_CHUNK = {"write_empty_chunks": True}
+
+
 def create_store(
     path: str | Path,
     *,
@@ -182,7 +215,8 @@ def create_store(
     store = Path(path)
     attrs = dict(attrs)
     if store.exists():
-        if not is_store(store):
+        damaged = overwrite and (store / "zarr.json").is_file() and not _parses(store)
+        if not damaged and not is_store(store):
             raise OutputExistsError(
                 f"{store} exists and is not a Zarr store; choose another --out or remove it"
             )
@@ -202,7 +236,9 @@ def create_store(
     if not os.access(parent, os.W_OK):
         raise StoreError(f"cannot create {store}: directory {parent} is not writable")
     try:
-        group = zarr.open_group(str(store), mode="w", attributes={**attrs, "status": RUNNING})
+        group = zarr.open_group(
+            str(store), mode="w", attributes={**attrs, "status": RUNNING, ALWAYS_WRITTEN: True}
+        )
         rows, cols = shape
         group.create_array(
             PROBABILITIES,
@@ -261,8 +297,8 @@ def write_core(
     """Write one tile's core: exactly its own chunks, so no lock is needed."""
     group = open_store(path, run_id)
     rows, cols = core.to_slices()
-    group[PROBABILITIES][:, rows, cols] = probabilities
-    group[LABELS][rows, cols] = labels
+    group[PROBABILITIES].with_config(_EVERY_CHUNK)[:, rows, cols] = probabilities
+    group[LABELS].with_config(_EVERY_CHUNK)[rows, cols] = labels
 
 
 def mark_tiles(path: str, indices: list[tuple[int, int]], state: int, run_id: str = "") -> None:

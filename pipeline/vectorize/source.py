@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import ConfigError, InputError, StoreError
 from pipeline.read.georef import Georef
 from pipeline.vectorize.georef import Frame
 
@@ -108,14 +108,18 @@ class LabelSource:
                 arr = open_array(str(self.path))
                 raw = np.asarray(arr[..., r0:r1, c0:c1]).reshape(r1 - r0, c1 - c0)
             else:
+                from pipeline.store.verify import read_region
+
                 node: Any = open_group(str(self.path))
                 name = "probabilities" if self.threshold is not None else "labels"
                 arr = node[name]
-                raw = np.asarray(arr[..., r0:r1, c0:c1])
+                box = (slice(r0, r1), slice(c0, c1))
+                raw = read_region(self.path, arr, (slice(None),) * (arr.ndim - 2) + box)
                 if raw.ndim == 3:
                     raw = raw[0]
                 if probabilities and self.prob_channels and self.threshold is None:
-                    probs = _unit(np.asarray(node["probabilities"][:, r0:r1, c0:c1]))
+                    region = read_region(self.path, node["probabilities"], (slice(None), *box))
+                    probs = _unit(region)
         if self.nodata is not None and self.threshold is None:
             raw = np.where(raw == self.nodata, 0, raw)
         if self.threshold is None:
@@ -234,6 +238,13 @@ def _open_zarr(path: Path, threshold: float | None) -> LabelSource:
             f"store {path} has status {status!r}, not 'complete'; finish the run "
             "(gigaseg predict --resume) before vectorizing"
         )
+    if status is not None:
+        from pipeline.store.verify import damaged_tiles, describe_damage
+
+        # A deleted chunk would read as background: check every done tile's files exist.
+        missing = damaged_tiles(path, decode=False)
+        if missing:
+            raise StoreError(describe_damage(path, missing))
     prob_channels = 0
     if "probabilities" in members:
         prob = group["probabilities"]

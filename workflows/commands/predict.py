@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="finish an interrupted store")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="with --resume: recompute done tiles whose chunks are missing or corrupt",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_report_argument(parser)
 
@@ -48,6 +53,7 @@ def main(args: argparse.Namespace) -> int:
         runner=settings_from(args, RunnerSettings),
         resume=args.resume,
         overwrite=args.overwrite,
+        verify=args.verify,
         progress=not args.no_progress,
     )
     data = report.to_dict()
