@@ -114,11 +114,11 @@ class LabelSource:
                 name = "probabilities" if self.threshold is not None else "labels"
                 arr = node[name]
                 box = (slice(r0, r1), slice(c0, c1))
-                raw = read_region(self.path, arr, (slice(None),) * (arr.ndim - 2) + box)
+                raw = read_region(str(self.path), arr, (slice(None),) * (arr.ndim - 2) + box)
                 if raw.ndim == 3:
                     raw = raw[0]
                 if probabilities and self.prob_channels and self.threshold is None:
-                    region = read_region(self.path, node["probabilities"], (slice(None), *box))
+                    region = read_region(str(self.path), node["probabilities"], (slice(None), *box))
                     probs = _unit(region)
         if self.nodata is not None and self.threshold is None:
             raw = np.where(raw == self.nodata, 0, raw)
