@@ -14,12 +14,15 @@ as ``pipeline.predict``.
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
+import threading
 import time
 import uuid
 import warnings
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -37,6 +40,7 @@ from pipeline.errors import (
 )
 from pipeline.export.atomic import check_not_input
 from pipeline.infer import autotune
+from pipeline.infer.feed import bottleneck, get_feed, note_reader_seconds, reader_seconds
 from pipeline.infer.model import (
     ModelInfo,
     ModelRef,
@@ -47,12 +51,13 @@ from pipeline.infer.model import (
     with_overrides,
 )
 from pipeline.infer.predictor import (
+    NonFiniteOutputError,
     Predictor,
     model_seconds,
     resolve_device,
     resolve_precision,
 )
-from pipeline.infer.tile import predict_tile
+from pipeline.infer.tile import encode_tile
 from pipeline.read.open import open_source
 from pipeline.read.slide import SlideSource
 from pipeline.read.source import Source
@@ -64,7 +69,6 @@ from pipeline.settings import (
     TilingSettings,
     split_options,
 )
-from pipeline.stitch.assemble import to_labels
 from pipeline.store import (
     DONE,
     PENDING,
@@ -181,6 +185,7 @@ class TileJob:
     probabilities: str
     threshold: float
     batch: int
+    prefetch: int = 2
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,8 @@ class TileResult:
     peak_rss: int
     precision: str
     pid: int
+    normalise_s: float = 0.0
+    wait_s: float = 0.0
 
 
 _PREDICTORS: dict[ModelRef, Predictor] = {}
@@ -213,10 +220,14 @@ def _peak_rss() -> int:
 
 
 def run_tile(job: TileJob, source: Source) -> TileResult:
-    """Read, predict and write one tile (runs on a worker).
+    """Read, predict and write one tile (runs on a worker thread: a reader of the feed).
 
     ``source`` is passed beside the job so that a scattered array source (a future) is
-    resolved by Dask and shipped once per worker, not once per task.
+    resolved by Dask and shipped once per worker, not once per task. With ``job.prefetch``
+    the batches go through this process's :class:`~pipeline.infer.feed.Feed` (one model
+    thread, a bounded queue); with 0 the model runs in this thread. Both compute the
+    activation, labels and stored encoding on the model's device
+    (:meth:`~pipeline.infer.predictor.Predictor.encode`), so their stores are identical.
     """
     start = time.perf_counter()
     box = source.read(job.plan.read)
@@ -224,32 +235,75 @@ def run_tile(job: TileJob, source: Source) -> TileResult:
     predictor = _predictor(job.model)
     outputs = job.model.info.outputs or 1
     model_seconds(reset=True)
-    probs = predict_tile(predictor, box, job.plan, batch=job.batch, outputs=outputs)
-    infer_s = model_seconds(reset=True)  # time in the model, not waiting for it
-    _check_finite(probs, job)
+    reader_seconds(reset=True)
+    feed = get_feed(job.model, predictor, job.prefetch) if job.prefetch > 0 else None
+    if feed is not None:
+        submit: Callable[[Any], Future[Any]] = functools.partial(
+            feed.submit, probabilities=job.probabilities, threshold=job.threshold
+        )
+    else:
+        submit = functools.partial(_encode_now, predictor, job.probabilities, job.threshold)
+    try:
+        stored, labels = encode_tile(
+            submit, box, job.plan, batch=job.batch, outputs=outputs, dtype=job.probabilities
+        )
+    except NonFiniteOutputError as exc:
+        _raise_nonfinite(exc, job)
+    # seconds in the model (this thread's calls, or the feed thread's work for this tile)
+    infer_s = model_seconds(reset=True) if feed is None else _feed_seconds(feed)
+    normalise_s, wait_s = reader_seconds(reset=True)
     start = time.perf_counter()
-    labels = to_labels(probs, job.model.info.activation, job.threshold)
-    stored = to_stored(probs, job.probabilities)
     write_core(job.store, job.plan.core, stored, labels, job.run_id)
     write_s = time.perf_counter() - start
     return TileResult(
-        job.plan.index, read_s, infer_s, write_s, _peak_rss(), predictor.precision, os.getpid()
+        job.plan.index,
+        read_s,
+        infer_s,
+        write_s,
+        _peak_rss(),
+        predictor.precision,
+        os.getpid(),
+        normalise_s,
+        wait_s,
     )
 
 
-def _check_finite(probs: np.ndarray, job: TileJob) -> None:
+def _raise_nonfinite(exc: NonFiniteOutputError, job: TileJob) -> None:
     """Fail the tile when the model gave NaN/Inf: stored, they would read as background."""
-    finite = np.isfinite(probs)
-    if finite.all():
-        return
-    bad = int(finite.size - np.count_nonzero(finite))
     core = job.plan.core
     raise ModelOutputError(
-        f"model {job.model.info.path} gave {bad} non-finite (NaN/Inf) value(s) for tile "
+        f"model {job.model.info.path} gave {exc.count} non-finite (NaN/Inf) value(s) for tile "
         f"{job.plan.index} (rows {core.row_off}-{core.row_off + core.height}, cols "
         f"{core.col_off}-{core.col_off + core.width}); its weights may hold NaN/Inf or "
         "overflow at this precision: check the model, or try --precision fp32"
-    )
+    ) from None
+
+
+def _encode_now(
+    predictor: Predictor, probabilities: str, threshold: float, raw: Any
+) -> Future[Any]:
+    """Run one batch in this thread and hand back a finished future (no feed)."""
+    start = time.perf_counter()
+    staged = predictor.stage(predictor.normalise(raw))
+    note_reader_seconds(time.perf_counter() - start)
+    future: Future[Any] = Future()
+    future.set_result(predictor.encode_staged(predictor.upload(staged), probabilities, threshold))
+    return future
+
+
+_FEED_SEEN: dict[int, float] = {}
+
+
+def _feed_seconds(feed: Any) -> float:
+    """Return the feed thread's busy seconds since this process last asked (a tile's share)."""
+    busy = float(feed.stats().busy_s)
+    with _FEED_LOCK:
+        before = _FEED_SEEN.get(id(feed), 0.0)
+        _FEED_SEEN[id(feed)] = busy
+    return max(0.0, busy - before)
+
+
+_FEED_LOCK = threading.Lock()
 
 
 # --------------------------------------------------------------------------------------
@@ -268,7 +322,14 @@ class PredictReport:
     tiles_already_done: int = 0
     megapixels: float = 0.0
     seconds: dict[str, float] = field(
-        default_factory=lambda: {"read": 0.0, "infer": 0.0, "write": 0.0, "total": 0.0}
+        default_factory=lambda: {
+            "read": 0.0,
+            "normalise": 0.0,
+            "wait": 0.0,
+            "infer": 0.0,
+            "write": 0.0,
+            "total": 0.0,
+        }
     )
     mpx_per_s: float = 0.0
     peak_worker_memory: int = 0
@@ -278,6 +339,8 @@ class PredictReport:
     model_halo: int | None = None
     exact: bool | None = None
     status: str = "running"
+    #: What bounded the run: model busy fraction, model / IO ceilings (Mpx/s), advice.
+    bottleneck: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as plain data."""
@@ -483,10 +546,21 @@ def predict(
                 inference.probabilities,
                 inference.threshold,
                 batch,
+                inference.prefetch,
             )
             for r, c in todo
         ]
+        tiles_started = time.perf_counter()
         _execute(tasks, jobs, src, grid, report, progress, on_tile)
+        if report.tiles_computed:
+            report.bottleneck = bottleneck(
+                report.megapixels,
+                time.perf_counter() - tiles_started,
+                report.seconds["infer"],
+                report.seconds["read"] + report.seconds["normalise"] + report.seconds["write"],
+                max(1, tasks.workers),
+                tasks.slots(),
+            )
     report.precision = report.precision or attrs["precision"]
     report.seconds["total"] = time.perf_counter() - started
     report.mpx_per_s = report.megapixels / report.seconds["total"] if report.megapixels else 0.0
@@ -646,6 +720,8 @@ def _execute(
         report.seconds["read"] += result.read_s
         report.seconds["infer"] += result.infer_s
         report.seconds["write"] += result.write_s
+        report.seconds["normalise"] += result.normalise_s
+        report.seconds["wait"] += result.wait_s
         report.peak_worker_memory = max(report.peak_worker_memory, result.peak_rss)
         core = grid.core(*result.index)
         report.megapixels += core.height * core.width / 1e6

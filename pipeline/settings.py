@@ -216,8 +216,15 @@ class InferenceSettings:
     classes: tuple[str, ...] | None = option(
         None, "class names (or a count) for a model file without gigaseg metadata"
     )
+    prefetch: int = option(
+        2,
+        "normalised batches queued ahead of each worker's model thread (0: the model runs in "
+        "the task's own thread)",
+        parse=int,
+    )
 
     def __post_init__(self) -> None:
+        _set(self, "prefetch", _parse_int("prefetch", self.prefetch, 0))
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.probabilities not in PROBABILITIES:

@@ -244,6 +244,10 @@ class Inference(_Section):
         default_of(InferenceSettings, "threshold"),
         description=_doc(InferenceSettings, "threshold"),
     )
+    prefetch: Annotated[int, Field(ge=0)] = Field(
+        default_of(InferenceSettings, "prefetch"),
+        description=_doc(InferenceSettings, "prefetch"),
+    )
 
     @field_validator("device")
     @classmethod

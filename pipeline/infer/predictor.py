@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ModelOutputError
 from pipeline.infer.model import ModelInfo
 
 __all__ = [
     "MODEL_CALLS",
     "PRECISIONS",
+    "NonFiniteOutputError",
     "Predictor",
     "activate",
     "cpu_supports_bf16",
@@ -37,6 +38,14 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MODEL_CALLS = threading.Semaphore(1)
 
 _MODEL_TIME = threading.local()
+
+
+class NonFiniteOutputError(ModelOutputError):
+    """The model gave NaN/Inf probabilities (``count`` of them) in one batch."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"the model gave {count} non-finite (NaN/Inf) value(s)")
+        self.count = count
 
 
 def model_seconds(reset: bool = False) -> float:
@@ -179,23 +188,121 @@ class Predictor:
             return np.asarray(out, dtype=np.float32)
         import torch
 
-        tensor = torch.from_numpy(batch)
-        cuda = self.device.startswith("cuda")
-        if cuda:
-            tensor = tensor.pin_memory()
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         with _Timed(), torch.inference_mode():
-            tensor = tensor.to(self.device, non_blocking=cuda)
-            if self.channels_last:
-                tensor = tensor.contiguous(memory_format=torch.channels_last)
-            device_type = "cuda" if cuda else "cpu"
-            with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-                out = self.network(tensor)
-            if isinstance(out, (tuple, list)):
-                out = out[0]
-            out = out.float().contiguous()
+            out = self._forward(self.upload(self.stage(batch)))
             result = out.to("cpu", non_blocking=False).numpy()
         return np.asarray(result, dtype=np.float32)
+
+    # -- the staged path used by pipeline.infer.feed: stage (reader thread) -> upload (model
+    # -- thread, side stream on CUDA) -> forward + activation + encoding on the device.
+
+    def stage(self, batch: npt.NDArray[np.float32]) -> Any:
+        """Prepare a normalised batch on the host: pinned memory when the device is CUDA."""
+        if self.onnx:
+            return batch
+        import torch
+
+        tensor = torch.from_numpy(batch)
+        return tensor.pin_memory() if self.device.startswith("cuda") else tensor
+
+    def upload(self, staged: Any) -> Any:
+        """Start the copy of a staged batch to the device (non-blocking, its own stream).
+
+        Returns what :meth:`encode_staged` takes: the device tensor and, on CUDA, the event
+        that marks the end of its copy, so the forward pass of the previous batch and this
+        copy overlap.
+        """
+        if self.onnx or not self.device.startswith("cuda"):
+            return (staged, None)
+        import torch
+
+        stream = getattr(self, "_copy_stream", None)
+        if stream is None:
+            stream = self._copy_stream = torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]
+        with torch.cuda.stream(stream):
+            tensor = staged.to(self.device, non_blocking=True)
+            event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            event.record(stream)
+        return (tensor, event)
+
+    def _forward(self, uploaded: Any) -> Any:
+        """Forward pass of an uploaded batch; float32 logits as a device tensor."""
+        import torch
+
+        tensor, event = uploaded
+        cuda = self.device.startswith("cuda")
+        if event is not None:
+            torch.cuda.current_stream(self.device).wait_event(event)
+            tensor.record_stream(torch.cuda.current_stream(self.device))
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        if self.channels_last:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda" if cuda else "cpu", dtype=dtype, enabled=dtype is not None):
+            out = self.network(tensor)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out.float().contiguous()
+
+    def encode_staged(
+        self, uploaded: Any, probabilities: str, threshold: float
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8]]:
+        """Forward, activation, labels and stored encoding of an uploaded batch.
+
+        On a torch device all of it runs there and only the stored dtype (uint8 by default)
+        and the uint8 labels come back. The encoding is the store's: ``round(p * 255)`` for
+        uint8 (``p`` clipped to [0, 1]); labels are ``p >= threshold`` for one sigmoid channel,
+        else the argmax.
+        """
+        from pipeline.stitch.assemble import to_labels
+        from pipeline.store.encoding import to_stored
+
+        activation = self.info.activation
+        if self.onnx or activation not in ("sigmoid", "softmax"):
+            batch, _ = uploaded
+            if self.onnx:
+                logits = self.logits(batch)
+            else:
+                import torch
+
+                with _Timed(), torch.inference_mode():
+                    logits = self._forward(uploaded).cpu().numpy()
+            probs = activate(logits, activation)
+            bad = int(probs.size - np.count_nonzero(np.isfinite(probs)))
+            if bad:
+                raise NonFiniteOutputError(bad)
+            labels = np.stack([to_labels(p, activation, threshold) for p in probs])
+            return to_stored(probs, probabilities), labels
+        import torch
+
+        with _Timed(), torch.inference_mode():
+            out = self._forward(uploaded)
+            chances = torch.sigmoid(out) if activation == "sigmoid" else torch.softmax(out, dim=1)
+            bad = int(chances.numel() - torch.isfinite(chances).sum().item())
+            if bad:
+                raise NonFiniteOutputError(bad)
+            if activation == "sigmoid" and chances.shape[1] == 1:
+                classes = (chances[:, 0] >= threshold).to(torch.uint8)
+            else:
+                classes = torch.argmax(chances, dim=1).to(torch.uint8)
+            if probabilities == "uint8":
+                encoded = torch.round(chances.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+            else:
+                dtype = {"float16": torch.float16, "float32": torch.float32}[probabilities]
+                encoded = chances.to(dtype)
+            cuda = self.device.startswith("cuda")
+            stored_host = encoded.to("cpu", non_blocking=cuda)
+            labels_host = classes.to("cpu", non_blocking=cuda)
+            if cuda:
+                torch.cuda.current_stream(self.device).synchronize()
+        return stored_host.numpy(), labels_host.numpy()
+
+    def encode(
+        self, raw: npt.NDArray[Any], probabilities: str = "uint8", threshold: float = 0.5
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8]]:
+        """Raw ``(N, C, H, W)`` windows -> stored probabilities and labels (one thread)."""
+        return self.encode_staged(
+            self.upload(self.stage(self.normalise(raw))), probabilities, threshold
+        )
 
     def __call__(self, raw: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         """Raw ``(N, C, H, W)`` windows -> ``(N, K, H', W')`` probabilities."""

@@ -65,4 +65,11 @@ def main(args: argparse.Namespace) -> int:
         f"({data['mpx_per_s']:.2f} Mpx/s, {data['precision']})",
         file=sys.stdout,
     )
+    neck = data.get("bottleneck") or {}
+    if neck:
+        print(
+            f"bound by {neck['bound']}: model busy {100 * neck['model_busy']:.0f}% of the time; "
+            f"{neck['advice']}",
+            file=sys.stdout,
+        )
     return 0
