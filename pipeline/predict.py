@@ -77,7 +77,6 @@ from pipeline.store import (
     mark_tiles,
     set_status,
     source_id,
-    to_stored,
     write_core,
 )
 from pipeline.store.verify import damaged_tiles
