@@ -40,7 +40,13 @@ from pipeline.errors import (
 )
 from pipeline.export.atomic import check_not_input
 from pipeline.infer import autotune
-from pipeline.infer.feed import bottleneck, get_feed, note_reader_seconds, reader_seconds
+from pipeline.infer.feed import (
+    bottleneck,
+    get_feed,
+    note_reader_seconds,
+    reader_seconds,
+    recommend_readers,
+)
 from pipeline.infer.model import (
     ModelInfo,
     ModelRef,
@@ -697,6 +703,19 @@ def _split_tiles(
     return todo
 
 
+def _readers(report: PredictReport, start: int) -> int:
+    """Tasks to run at once in process: enough readers to keep the model thread busy.
+
+    Until two tiles are measured, ``start``; then :func:`~pipeline.infer.feed.recommend_readers`
+    from the model's and the readers' summed seconds (capped by the runner at one per core).
+    """
+    if report.tiles_computed < 2:
+        return start
+    seconds = report.seconds
+    io_s = seconds["read"] + seconds["normalise"] + seconds["write"]
+    return recommend_readers(seconds["infer"], io_s, start)
+
+
 def _execute(
     tasks: Runner,
     jobs: list[TileJob],
@@ -737,6 +756,7 @@ def _execute(
         unit="tile",
         on_result=keep,
         resources=tasks.gpu_resources(),
+        width=lambda: _readers(report, tasks.slots()),
     )
     for _ in results:
         pass

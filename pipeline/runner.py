@@ -237,8 +237,9 @@ class Runner:
             n_workers = self.settings.workers
             self._cluster = local_cluster(
                 n_workers,
-                # model workers run one task in the model and the next one reading
-                2 if kind == "model" else 1,
+                # model workers run one task in the model and the next one reading; a GPU
+                # worker keeps all its cores as readers (machine_size), since its model is fast
+                (None if _gpu_count() else 2) if kind == "model" else 1,
                 kind=kind,
             )
             self.client = Client(self._cluster)  # type: ignore[no-untyped-call]
@@ -295,6 +296,7 @@ class Runner:
         unit: str = "task",
         on_result: Callable[[Any], None] | None = None,
         resources: dict[str, Any] | None = None,
+        width: Callable[[], int] | None = None,
     ) -> Iterator[Any]:
         """Run ``func(*args)`` for each args tuple, yielding results in completion order.
 
@@ -308,7 +310,7 @@ class Runner:
             bar = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr)
         try:
             if self.client is None:
-                stream = self._map_local(func, calls)
+                stream = self._map_local(func, calls, width)
             else:
                 stream = self._map_client(func, calls, resources)
             for result in stream:
@@ -322,23 +324,39 @@ class Runner:
                 bar.close()
 
     def _map_local(
-        self, func: Callable[..., Any], calls: Iterable[tuple[Any, ...]]
+        self,
+        func: Callable[..., Any],
+        calls: Iterable[tuple[Any, ...]],
+        width: Callable[[], int] | None = None,
     ) -> Iterator[Any]:
+        """Run in this process's thread pool.
+
+        ``width`` (asked after every result) says how many tasks should run at once: predict
+        sizes it from the measured model and read/write seconds
+        (:func:`pipeline.infer.feed.recommend_readers`), up to one thread per core.
+        """
         pending = iter(calls)
-        if self.slots() == 1:
+        if self.slots() == 1 and width is None:
             with _gdal_env():
                 for args in pending:
                     yield func(*args)
             return
-        limit = 2 * self.slots()
-        with ThreadPoolExecutor(self.slots(), thread_name_prefix="gigaseg-task") as pool:
-            active: set[Future[Any]] = {pool.submit(func, *a) for a in _take(pending, limit)}
+        most = max(self.slots(), os.cpu_count() or 1) if width is not None else self.slots()
+
+        def in_flight() -> int:
+            if width is None:  # the pool's threads, each with the next task queued
+                return 2 * most
+            return max(1, min(most, width()))  # exactly the tasks that should run at once
+
+        with ThreadPoolExecutor(most, thread_name_prefix="gigaseg-task") as pool:
+            active: set[Future[Any]] = {pool.submit(func, *a) for a in _take(pending, in_flight())}
             try:
                 while active:
                     done, active = wait(active, return_when=FIRST_COMPLETED)
                     for future in done:
                         result = future.result()
-                        active.update(pool.submit(func, *a) for a in _take(pending, 1))
+                        room = max(0, in_flight() - len(active))
+                        active.update(pool.submit(func, *a) for a in _take(pending, room))
                         yield result
             finally:
                 for future in active:
