@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from pipeline.errors import ConfigError, ModelOutputError
 from pipeline.infer.model import ModelInfo
+from pipeline.infer.optimize import fold_batch_norm
 
 __all__ = [
     "MODEL_CALLS",
@@ -162,11 +163,14 @@ class Predictor:
                 torch.set_num_threads(threads)
             self.device = resolve_device(device)
             self.precision = resolve_precision(precision, self.device)
-            self.channels_last = self.precision != "fp32" or self.device.startswith("cuda")
+            # channels_last on every device: oneDNN's CPU convolutions run 1.7x faster in it
+            # at fp32 too (see pipeline.infer.optimize)
+            self.channels_last = True
             if isinstance(network, torch.nn.Module):
+                network = self.network = fold_batch_norm(network)
                 network.to(self.device)
                 if self.channels_last:
-                    network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+                    network.to(memory_format=torch.channels_last)
         mean, std = info.mean, info.std
         self.mean = None if mean is None else np.asarray(mean, np.float32)[None, :, None, None]
         self.std = None if std is None else np.asarray(std, np.float32)[None, :, None, None]
