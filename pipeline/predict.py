@@ -79,9 +79,9 @@ from pipeline.store import (
     DONE,
     PENDING,
     SKIPPED,
+    complete_store,
     create_store,
     mark_tiles,
-    set_status,
     source_id,
     write_core,
 )
@@ -569,9 +569,8 @@ def predict(
     report.precision = report.precision or attrs["precision"]
     report.seconds["total"] = time.perf_counter() - started
     report.mpx_per_s = report.megapixels / report.seconds["total"] if report.megapixels else 0.0
-    set_status(
+    complete_store(
         store_path,
-        "complete",
         run_id=attrs["run_id"],
         precision=report.precision,
         report={k: v for k, v in report.to_dict().items() if k != "status"},

@@ -15,6 +15,9 @@ so a missing chunk says nothing about whether a tile was done.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = [
     "COMPLETE",
     "DONE",
@@ -25,6 +28,8 @@ __all__ = [
     "RUNNING",
     "SKIPPED",
     "TILES",
+    "class_channel",
+    "class_names",
 ]
 
 #: Array names inside the group.
@@ -36,3 +41,40 @@ LEDGER_STATES = {"pending": PENDING, "done": DONE, "skipped": SKIPPED}
 
 #: ``status`` attribute values: ``complete`` only once every tile is done or skipped.
 RUNNING, COMPLETE = "running", "complete"
+
+_BACKGROUND_NAMES = {"background", "bg", "none", "_background_", "void"}
+
+
+def class_names(classes: Sequence[Any] | None, channels: int) -> dict[int, str]:
+    """Map the label ids a store holds to class names (id 0, background, is left out).
+
+    A sigmoid model (one channel) writes id 1 for its class; a softmax model writes the
+    argmax, so id ``i`` is channel ``i`` when there is one name per channel. A first name
+    that says "background" is id 0 either way.
+
+    Examples
+    --------
+    >>> class_names(["building"], 1)
+    {1: 'building'}
+    >>> class_names(["background", "building", "road"], 3)
+    {1: 'building', 2: 'road'}
+    """
+    if not classes:
+        return {}
+    names = [str(c) for c in classes]
+    if names[0].lower() in _BACKGROUND_NAMES or (channels > 1 and len(names) == channels):
+        return {i: n for i, n in enumerate(names) if i > 0}
+    return {i + 1: n for i, n in enumerate(names)}
+
+
+def class_channel(class_id: int, channels: int) -> int:
+    """Return the probability channel of a label id (the inverse of :func:`class_names`).
+
+    Examples
+    --------
+    >>> class_channel(1, 1), class_channel(2, 3), class_channel(2, 2)
+    (0, 2, 1)
+    """
+    if channels <= 1:
+        return 0
+    return class_id if class_id < channels else class_id - 1

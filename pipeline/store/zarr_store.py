@@ -23,7 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import InputError, OutputExistsError, StoreError
+from pipeline.store import cf
 from pipeline.store.layout import (
+    COMPLETE,
     DONE,
     LABELS,
     PENDING,
@@ -37,6 +39,8 @@ from pipeline.store.verify import ALWAYS_WRITTEN
 from pipeline.tile.grid import Window
 
 __all__ = [
+    "complete_store",
+    "consolidate",
     "create_store",
     "is_store",
     "is_zarr_array",
@@ -236,33 +240,8 @@ def create_store(
     if not os.access(parent, os.W_OK):
         raise StoreError(f"cannot create {store}: directory {parent} is not writable")
     try:
-        group = zarr.open_group(
-            str(store), mode="w", attributes={**attrs, "status": RUNNING, ALWAYS_WRITTEN: True}
-        )
-        rows, cols = shape
-        group.create_array(
-            PROBABILITIES,
-            shape=(outputs, rows, cols),
-            chunks=(outputs, tile, tile),
-            dtype=probabilities,
-            fill_value=0,
-            dimension_names=("class", "y", "x"),
-        )
-        group.create_array(
-            LABELS,
-            shape=(rows, cols),
-            chunks=(tile, tile),
-            dtype="uint8",
-            fill_value=0,
-            dimension_names=("y", "x"),
-        )
-        group.create_array(
-            TILES,
-            shape=grid_shape,
-            chunks=(1, 1),
-            dtype="uint8",
-            fill_value=PENDING,
-            dimension_names=("tile_row", "tile_col"),
+        _create_layout(
+            store, shape, outputs, tile, grid_shape, probabilities, {**attrs, ALWAYS_WRITTEN: True}
         )
     except OSError as exc:
         raise StoreError(
@@ -270,6 +249,127 @@ def create_store(
             "choose another --out"
         ) from None
     return np.zeros(grid_shape, np.uint8)
+
+
+#: Chunk keys ``0/0`` (Zarr v2 style, valid in v3) and zstd: the same chunk files then read
+#: as Zarr v2 through the sidecar metadata below, which GDAL 3.10 decodes (its Zarr v3
+#: reader predates the final spec's ``bytes`` codec name and has no v3 zstd).
+_V2_KEYS = {"name": "v2", "configuration": {"separator": "/"}}
+_ZSTD_LEVEL = 3
+
+
+def _create_layout(
+    store: Path,
+    shape: tuple[int, int],
+    outputs: int,
+    tile: int,
+    grid_shape: tuple[int, int],
+    probabilities: str,
+    attrs: dict[str, Any],
+) -> None:
+    """Write the group, its arrays, CF coordinates and grid mapping, and GDAL sidecars."""
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    group = zarr.open_group(
+        str(store), mode="w", attributes={**attrs, "Conventions": "CF-1.8", "status": RUNNING}
+    )
+    rows, cols = shape
+    zstd = [ZstdCodec(level=_ZSTD_LEVEL)]
+    data = {
+        PROBABILITIES: group.create_array(
+            PROBABILITIES,
+            shape=(outputs, rows, cols),
+            chunks=(outputs, tile, tile),
+            dtype=probabilities,
+            fill_value=0,
+            compressors=zstd,
+            chunk_key_encoding=_V2_KEYS,  # type: ignore[arg-type]
+            dimension_names=("class", "y", "x"),
+            attributes=cf.array_attrs(attrs, PROBABILITIES, dtype=probabilities),
+        ),
+        LABELS: group.create_array(
+            LABELS,
+            shape=(rows, cols),
+            chunks=(tile, tile),
+            dtype="uint8",
+            fill_value=0,
+            compressors=zstd,
+            chunk_key_encoding=_V2_KEYS,  # type: ignore[arg-type]
+            dimension_names=("y", "x"),
+            attributes=cf.array_attrs(attrs, LABELS, channels=outputs),
+        ),
+    }
+    group.create_array(
+        TILES,
+        shape=grid_shape,
+        chunks=(1, 1),
+        dtype="uint8",
+        fill_value=PENDING,
+        dimension_names=("tile_row", "tile_col"),
+        attributes={
+            "long_name": "tile ledger",
+            "flag_values": [PENDING, DONE, SKIPPED],
+            "flag_meanings": "pending done skipped",
+        },
+    )
+    grid_mapping = cf.grid_mapping_attrs(attrs)
+    if grid_mapping is not None:
+        ref = group.create_array(
+            cf.GRID_MAPPING, shape=(), dtype="int32", fill_value=0, dimension_names=(),
+            attributes=grid_mapping,
+        )  # fmt: skip
+        ref[...] = 0
+    coords = cf.coordinates(attrs, shape)
+    for axis, values in coords.items():
+        coord = group.create_array(
+            axis, shape=values.shape, chunks=values.shape, dtype="float64", fill_value=0.0,
+            compressors=None, chunk_key_encoding=_V2_KEYS,  # type: ignore[arg-type]
+            dimension_names=(axis,), attributes=cf.coordinate_attrs(attrs, axis),
+        )  # fmt: skip
+        coord[...] = values
+        data[axis] = coord
+    wkt = None if grid_mapping is None else grid_mapping["crs_wkt"]
+    for name, array in data.items():
+        _write_v2_sidecar(store / name, array, crs_wkt=None if name in coords else wkt)
+    consolidate(store)
+
+
+def _write_v2_sidecar(path: Path, array: Any, *, crs_wkt: str | None) -> None:
+    """Describe the array's chunk files as Zarr v2 too (``.zarray`` + ``.zattrs``) for GDAL."""
+    dtype = np.dtype(array.dtype)
+    compressed = any(type(c).__name__ == "ZstdCodec" for c in array.compressors)
+    zarray = {
+        "zarr_format": 2,
+        "shape": list(array.shape),
+        "chunks": list(array.chunks),
+        "dtype": dtype.str,
+        "compressor": {"id": "zstd", "level": _ZSTD_LEVEL} if compressed else None,
+        "fill_value": 0,
+        "order": "C",
+        "filters": None,
+        "dimension_separator": "/",
+    }
+    zattrs: dict[str, Any] = {"_ARRAY_DIMENSIONS": list(array.metadata.dimension_names)}
+    if crs_wkt is not None:
+        zattrs["_CRS"] = {"wkt": crs_wkt}
+    (path / ".zarray").write_text(json.dumps(zarray, indent=2))
+    (path / ".zattrs").write_text(json.dumps(zattrs, indent=2))
+
+
+def consolidate(path: str | Path) -> None:
+    """Consolidate the store's metadata, so ``xr.open_zarr`` opens it in one read.
+
+    zarr warns that consolidated metadata is not yet in the v3 specification; zarr-python
+    and xarray read it, and other readers ignore it and read each array's own metadata.
+    """
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(str(path))
 
 
 def open_store(path: str, run_id: str = "") -> Any:
@@ -350,6 +450,31 @@ def set_status(path: str | Path, status: str, *, run_id: str | None = None, **at
                 f"overwrote or resumed it); not marking it {status!r}"
             )
     group.attrs.update({**attrs, "status": status})
+
+
+def complete_store(path: str | Path, *, run_id: str | None = None, **attrs: Any) -> None:
+    """Finish a store: slide label pyramid, consolidated metadata, then ``complete``.
+
+    The status is set last, so a store marked complete has everything a reader expects.
+    A store with ``mpp`` and no CRS (a slide) gains its OME-Zarr ``labels_pyramid``.
+
+    Raises
+    ------
+    StoreError
+        ``run_id`` is given and another run has taken the store over.
+    """
+    from pipeline.store.pyramid import build_labels_pyramid
+
+    current = read_attrs(path)
+    if run_id is not None and current.get("run_id") != run_id:
+        raise StoreError(
+            f"store {path} now belongs to run {current.get('run_id')!r}, not {run_id!r} "
+            "(another run overwrote or resumed it); not marking it complete"
+        )
+    if current.get("mpp") and not current.get("crs"):
+        build_labels_pyramid(path)
+    consolidate(path)
+    set_status(path, COMPLETE, run_id=run_id, **attrs)
 
 
 def tile_counts(path: str | Path) -> dict[str, int]:

@@ -20,8 +20,6 @@ from pipeline.vectorize.georef import Frame
 
 __all__ = ["LabelSource", "open_labels", "resolve_classes"]
 
-_BACKGROUND_NAMES = {"background", "bg", "none", "_background_", "void"}
-
 
 @dataclass(frozen=True)
 class LabelSource:
@@ -72,9 +70,9 @@ class LabelSource:
 
     def channel(self, class_id: int) -> int:
         """Probability channel of a class id (sigmoid: 0; softmax with background: the id)."""
-        if self.prob_channels <= 1:
-            return 0
-        return class_id if class_id < self.prob_channels else class_id - 1
+        from pipeline.store import class_channel
+
+        return class_channel(class_id, self.prob_channels)
 
     def read(
         self, rows: tuple[int, int], cols: tuple[int, int], *, probabilities: bool = False
@@ -145,12 +143,9 @@ def _as_labels(raw: np.ndarray) -> np.ndarray:
 
 
 def _names_from_attrs(classes: Any, prob_channels: int) -> dict[int, str]:
-    if not classes:
-        return {}
-    names = [str(c) for c in classes]
-    if names[0].lower() in _BACKGROUND_NAMES or (prob_channels > 1 and len(names) == prob_channels):
-        return {i: n for i, n in enumerate(names) if i > 0}
-    return {i + 1: n for i, n in enumerate(names)}
+    from pipeline.store import class_names
+
+    return class_names(classes, prob_channels)
 
 
 def _check_threshold(threshold: float | None, dtype: np.dtype, where: str) -> None:
