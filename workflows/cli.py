@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "run": "run",
     "predict": "predict",
     "vectorize": "vectorize",
+    "export": "export",
     "train": "train",
     "evaluate": "evaluate",
     "info": "info",

@@ -1,5 +1,7 @@
 """Stage 6: export features to GeoJSON, GeoJSONSeq, GeoParquet, GeoPackage, FlatGeobuf, QuPath.
 
+Rasters too: :func:`export_raster` writes a store's labels or probabilities as a COG.
+
 Every writer streams batches to a temporary sibling of the output and renames it when
 complete (:mod:`pipeline.export.atomic`).
 """
@@ -21,6 +23,7 @@ from pipeline.export.geojson import GeoJSONSeqWriter, GeoJSONWriter, feature_tex
 from pipeline.export.geoparquet import GeoParquetWriter
 from pipeline.export.ogr import FlatGeobufWriter, GeoPackageWriter, OGRWriter
 from pipeline.export.qupath import OBJECT_TYPES, QuPathWriter
+from pipeline.export.raster import RasterReport, export_raster, raster_settings
 from pipeline.export.writers import WRITERS, open_writer, target_of
 
 __all__ = [
@@ -37,14 +40,17 @@ __all__ = [
     "GeoParquetWriter",
     "OGRWriter",
     "QuPathWriter",
+    "RasterReport",
     "Schema",
     "check_not_input",
     "check_output",
     "class_color",
     "commit",
+    "export_raster",
     "feature_texts",
     "holds",
     "open_writer",
+    "raster_settings",
     "remove_stale_temporaries",
     "target_of",
     "temporary_path",

@@ -1,0 +1,129 @@
+"""``gigaseg export``: a store as a Cloud-Optimized GeoTIFF (labels or one class's probabilities).
+
+The store is predicted from the real Landsat scene in tests/data (its collar makes skipped
+tiles) with a tiny random U-Net pinned to fp32; the COG must validate, equal the store pixel
+for pixel, carry the source's CRS and transform, and mark skipped tiles as nodata.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rio_cogeo.cogeo import cog_validate
+
+from pipeline.errors import ConfigError, InputError, OutputExistsError
+from pipeline.export import export_raster
+from pipeline.export.features import class_color
+from pipeline.predict import predict
+from pipeline.store import SKIPPED, open_group, read_ledger, set_status
+from pipeline.vectorize.source import open_labels
+from tests.workflows.conftest import save_tiny_model
+
+ROOT = Path(__file__).parents[3]
+LANDSAT = ROOT / "tests" / "data" / "geotiff" / "RGB.byte.tif"
+TILE = 128
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("raster")
+    model = save_tiny_model(folder / "tiny.safetensors")
+    path = folder / "landsat.zarr"
+    predict(LANDSAT, model, path, tile=TILE, workers=0, progress=False, precision="fp32")
+    return path
+
+
+def _ledger_mask(store, shape):
+    """True where the tile was skipped, at pixel resolution."""
+    ledger = read_ledger(store)
+    full = np.kron(ledger == SKIPPED, np.ones((TILE, TILE), bool))
+    return full[: shape[0], : shape[1]]
+
+
+def test_label_cog_equals_the_store(store, tmp_path):
+    out = tmp_path / "mask.tif"
+    report = export_raster(store, out)
+    valid, errors, _ = cog_validate(str(out))
+    assert valid, errors
+    labels = np.asarray(open_group(store)["labels"][...])
+    skipped = _ledger_mask(store, labels.shape)
+    assert skipped.any() and (~skipped).any()  # the collar really skipped tiles
+    with rasterio.open(out) as cog, rasterio.open(LANDSAT) as source:
+        assert cog.crs == source.crs and cog.transform == source.transform
+        assert cog.shape == source.shape == labels.shape
+        values = cog.read(1)
+        assert cog.nodata == 255
+        assert cog.colormap(1)[1] == (*class_color(1), 255)
+        assert cog.colormap(1)[0][:3] == (0, 0, 0)  # background black (TIFF has no alpha)
+        assert json.loads(cog.tags()["classes"]) == ["background", "building"]
+        assert cog.overviews(1) == report.overviews and report.overviews
+        overview = cog.read(1, out_shape=(labels.shape[0] // 2, labels.shape[1] // 2))
+    np.testing.assert_array_equal(values[~skipped], labels[~skipped])
+    assert (values[skipped] == 255).all()
+    assert 0 < labels[~skipped].mean() < 1  # both classes present
+    assert set(np.unique(overview)) <= {0, 1, 255}  # mode overviews keep class ids
+    assert report.nodata_tiles == int((read_ledger(store) == SKIPPED).sum())
+    assert open_labels(out).names == {1: "building"}  # vectorize reads the class names back
+
+
+def test_probability_cog_equals_the_stored_probabilities(store, tmp_path):
+    out = tmp_path / "p.tif"
+    report = export_raster(store, out, class_name="building")
+    assert report.kind == "probabilities" and report.resampling == "average"
+    assert cog_validate(str(out))[0]
+    stored = np.asarray(open_group(store)["probabilities"][0])
+    skipped = _ledger_mask(store, stored.shape)
+    with rasterio.open(out) as cog:
+        assert cog.dtypes[0] == "uint8"
+        np.testing.assert_array_equal(cog.read(1), stored)
+        mask = cog.dataset_mask()
+        assert (mask[skipped] == 0).all() and (mask[~skipped] == 255).all()
+        overview = cog.read(1, out_shape=(stored.shape[0] // 4, stored.shape[1] // 4))
+    assert 0 < overview.mean() < 255
+
+
+def test_existing_output_needs_overwrite_and_nothing_half_written(store, tmp_path):
+    out = tmp_path / "mask.tif"
+    export_raster(store, out)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        export_raster(store, out)
+    export_raster(store, out, overwrite=True, resampling="nearest")
+    with pytest.raises(ConfigError, match="class ids cannot be averaged"):
+        export_raster(store, tmp_path / "a.tif", resampling="average")
+    with pytest.raises(ConfigError, match=r"class 'road' is not in .*\(classes: building\)"):
+        export_raster(store, tmp_path / "b.tif", class_name="road")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.tif"]
+
+
+def test_incomplete_store_is_refused(store, tmp_path):
+    set_status(store, "running")
+    try:
+        with pytest.raises(InputError, match="not 'complete'; finish the run"):
+            export_raster(store, tmp_path / "m.tif")
+    finally:
+        set_status(store, "complete")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_exports_and_reports_errors_in_one_line(store, tmp_path):
+    out = tmp_path / "cli.tif"
+    cmd = [sys.executable, "-m", "workflows", "export", str(store), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["path"] == str(out) and cog_validate(str(out))[0]
+    again = subprocess.run(
+        [*cmd, "--class", "nope", "--overwrite"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines() == [
+        f"gigaseg export: error: class 'nope' is not in {store} (classes: building); "
+        "pass a listed name"
+    ]

@@ -1,0 +1,49 @@
+"""``gigaseg export``: a store's labels (or one class's probabilities) as a COG."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["HELP", "add_arguments", "main"]
+
+HELP = "write a store's labels, or one class's probabilities, as a Cloud-Optimized GeoTIFF"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``export`` options."""
+    parser.add_argument("store", help="STORE.zarr written by gigaseg predict (complete)")
+    parser.add_argument("--out", required=True, help="output .tif (a COG)")
+    parser.add_argument(
+        "--class",
+        dest="class_name",
+        default=None,
+        metavar="NAME",
+        help="export this class's probabilities (average overviews) instead of the labels",
+    )
+    parser.add_argument(
+        "--resampling",
+        default=None,
+        help="overviews: mode (default) or nearest for labels; average (default) or nearest "
+        "for --class",
+    )
+    parser.add_argument("--compress", default="deflate", help="deflate (default), zstd or lzw")
+    parser.add_argument("--blocksize", type=int, default=512, help="COG tile size (512)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run :func:`pipeline.export.export_raster` and print its report as JSON."""
+    from pipeline.export.raster import export_raster
+
+    report = export_raster(
+        args.store,
+        args.out,
+        class_name=args.class_name,
+        resampling=args.resampling,
+        compress=args.compress,
+        blocksize=args.blocksize,
+        overwrite=args.overwrite,
+    )
+    print(json.dumps(report.to_dict(), indent=2))
+    return 0
