@@ -24,6 +24,7 @@ from pipeline.export.geoparquet import GeoParquetWriter
 from pipeline.export.ogr import FlatGeobufWriter, GeoPackageWriter, OGRWriter
 from pipeline.export.qupath import OBJECT_TYPES, QuPathWriter
 from pipeline.export.raster import RasterReport, export_raster, raster_settings
+from pipeline.export.style import qgis_style, qml_path, write_qml
 from pipeline.export.writers import WRITERS, open_writer, target_of
 
 __all__ = [
@@ -50,9 +51,12 @@ __all__ = [
     "feature_texts",
     "holds",
     "open_writer",
+    "qgis_style",
+    "qml_path",
     "raster_settings",
     "remove_stale_temporaries",
     "target_of",
     "temporary_path",
+    "write_qml",
     "write_text",
 ]

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from pipeline.export.atomic import commit, remove_stale_temporaries, temporary_path
 from pipeline.export.features import FeatureBatch, Schema
+from pipeline.export.style import qgis_style, write_qml
 
 __all__ = ["FeatureWriter", "FileWriter"]
 
@@ -35,6 +36,9 @@ class FileWriter:
     ``_finish`` succeeded, and ``abort`` (or an exception inside a ``with`` block) removes
     the temporary file, so a crashed run never leaves a truncated file under the final name.
     """
+
+    #: Whether a QGIS style (class colours) is written as a ``.qml`` beside the file.
+    qgis_style = False
 
     def __init__(self, path: str | Path, schema: Schema) -> None:
         self.path = Path(path)
@@ -70,6 +74,13 @@ class FileWriter:
             self.tmp.unlink(missing_ok=True)
             raise
         commit(self.tmp, self.path)
+        if self.qgis_style and self.schema.classes:
+            write_qml(self.path, qgis_style(self.schema.classes, self.schema.geometry))
+
+    @property
+    def layer(self) -> str:
+        """Layer name of formats that have one (the file name up to its first dot)."""
+        return self.path.name.split(".")[0] or "features"
 
     def abort(self) -> None:
         """Remove the temporary file; the final name is left untouched."""

@@ -58,7 +58,9 @@ def projjson(crs: str | None) -> dict[str, Any] | None:
 
 
 class GeoParquetWriter(FileWriter):
-    """Streams features into a GeoParquet file, one row group per batch."""
+    """Streams features into a GeoParquet file, one row group per batch (``.qml`` beside)."""
+
+    qgis_style = True
 
     def _open(self) -> None:
         kinds = {

@@ -52,7 +52,7 @@ class OGRWriter(FileWriter):
         self._promote = kind == "polygon"
         geometry_type = {"polygon": "MultiPolygon", "line": "LineString"}.get(kind, "Unknown")
         driver = _DRIVERS[self.fmt]
-        layer = self.path.name.split(".")[0] or "features"
+        layer = self.layer
 
         def batches() -> Iterator[pa.RecordBatch]:
             while True:
@@ -98,15 +98,17 @@ class OGRWriter(FileWriter):
 
 
 class GeoPackageWriter(OGRWriter):
-    """GeoPackage writer."""
+    """GeoPackage writer (QGIS style in a ``.qml`` beside it)."""
 
     fmt = "gpkg"
+    qgis_style = True
 
 
 class FlatGeobufWriter(OGRWriter):
-    """FlatGeobuf writer (with its spatial index)."""
+    """FlatGeobuf writer (with its spatial index; QGIS style in a ``.qml`` beside it)."""
 
     fmt = "flatgeobuf"
+    qgis_style = True
 
 
 __all__ += ["FlatGeobufWriter", "GeoPackageWriter"]

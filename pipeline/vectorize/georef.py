@@ -181,8 +181,12 @@ class Frame:
         """Length in m (geo), µm (slides) or pixels of a working-frame geometry."""
         return float(shapely.length(geom_work)) * self.metres_per_unit
 
-    def to_target(self, geom_map: BaseGeometry, target: Target) -> BaseGeometry:
-        """Map -> an output frame; without a CRS every target is level-0 pixels."""
+    def to_target(
+        self, geom_map: BaseGeometry, target: Target, crs: str | None = None
+    ) -> BaseGeometry:
+        """Map -> an output frame (or ``crs``); without a CRS every target is level-0 pixels."""
+        if crs is not None and self.kind == "geo" and target == "source":
+            return _reproject(geom_map, str(self.crs), crs)
         if self.kind != "geo" or target == "source":
             return geom_map
         if target == "wgs84":
@@ -200,8 +204,10 @@ class Frame:
         )
         return _affine(geom_map, inv)
 
-    def target_crs(self, target: Target) -> str | None:
-        """WKT/identifier of an output frame's CRS, ``None`` for pixel frames."""
+    def target_crs(self, target: Target, crs: str | None = None) -> str | None:
+        """WKT/identifier of an output frame's CRS (``crs`` when given), ``None`` for pixels."""
         if self.kind != "geo" or target == "pixel":
             return None
+        if crs is not None and target == "source":
+            return crs
         return WGS84_WKT if target == "wgs84" else self.crs

@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,7 @@ from pipeline.vectorize.tasks import (
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["VectorizeReport", "plan_chunks", "vectorize"]
+__all__ = ["VectorizeReport", "parse_output_crs", "plan_chunks", "vectorize"]
 
 # 4096 px chunks: on 16384² with 100k objects, 2 workers ran 1.65x the whole-raster trace
 # (1.38x at 2048, where per-chunk driver overhead competes with the workers for 2 cores);
@@ -132,6 +132,56 @@ def _pixel_size(job_source: LabelSource) -> float:
     return float(math.sqrt(shapely.area(frame.to_work(frame.to_map(box)))))
 
 
+def parse_output_crs(crs: str | None, fmt: str) -> str | None:
+    """Validate ``--crs`` for an output format; return it as pyproj spells it, or ``None``.
+
+    Raises
+    ------
+    ConfigError
+        GeoJSON (EPSG:4326 by RFC 7946) or QuPath (pixels) with a CRS, or an unknown CRS.
+    """
+    if crs is None or str(crs).strip() == "":
+        return None
+    if target_of(fmt) != "source":
+        why = "EPSG:4326 by RFC 7946" if target_of(fmt) == "wgs84" else "in level-0 pixels"
+        raise ConfigError(
+            f"--crs does not apply to {fmt}: it is always {why}; write gpkg, flatgeobuf or "
+            "geoparquet to choose the CRS, or drop --crs"
+        )
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        return str(CRS.from_user_input(crs).to_string())
+    except CRSError:
+        raise ConfigError(
+            f"--crs {crs!r} is not a CRS pyproj knows; give e.g. EPSG:3857 or a WKT string"
+        ) from None
+
+
+def _open_ends(
+    input: str | os.PathLike[str] | np.ndarray,
+    out: str | os.PathLike[str],
+    fmt: str,
+    crs: str | None,
+    overwrite: bool,
+    threshold: float | None,
+) -> tuple[Path, LabelSource, str | None]:
+    """Check the output (and its CRS) before any work, then open the input."""
+    out_crs = parse_output_crs(crs, fmt)
+    if not isinstance(input, np.ndarray):
+        check_not_input(Path(out), Path(input))
+    out_path = check_output(Path(out), overwrite=overwrite)
+    source = open_labels(input if isinstance(input, np.ndarray) else Path(input),
+                         threshold=threshold)  # fmt: skip
+    if out_crs is not None and source.frame.kind != "geo":
+        raise ConfigError(
+            f"--crs {out_crs} needs a georeferenced input; {source.path or 'the input'} has no "
+            "CRS (slides and plain arrays are written in pixels or µm); drop --crs"
+        )
+    return out_path, source, out_crs
+
+
 def _finish_merged(job: Job, geoms: np.ndarray, cls: np.ndarray, px: np.ndarray,
                    ps: np.ndarray | None) -> tuple[FeatureBatch, int]:  # fmt: skip
     return finish_polygons(job, geoms, cls, px, ps)
@@ -158,6 +208,7 @@ def vectorize(
     object_type: str = "detection",
     halo: int = 64,
     spur_length: float = 10.0,
+    crs: str | None = None,
     **options: Any,
 ) -> VectorizeReport:
     """Vectorize a label raster into one GeoJSON/GeoParquet/GeoPackage/FlatGeobuf/QuPath file.
@@ -207,6 +258,10 @@ def vectorize(
         Context (pixels) around each chunk for road skeletons; wider than the widest road.
     spur_length
         Road spurs shorter than this many pixels are pruned.
+    crs
+        Output CRS for GeoPackage, FlatGeobuf and GeoParquet (any pyproj input: ``EPSG:3857``,
+        WKT...); default the source's. GeoJSON is EPSG:4326 by RFC 7946 and QuPath is in
+        pixels, so they refuse it.
 
     Returns
     -------
@@ -219,17 +274,15 @@ def vectorize(
         simplify=simplify, regularize=regularize, centerlines=centerlines,
     )  # fmt: skip
     fmt = parse_format(format, Path(out))
-    if not isinstance(input, np.ndarray):
-        check_not_input(Path(out), Path(input))
-    out_path = check_output(Path(out), overwrite=overwrite)
-    source = open_labels(input if isinstance(input, np.ndarray) else Path(input),
-                         threshold=threshold)  # fmt: skip
+    out_path, source, out_crs = _open_ends(input, out, fmt, crs, overwrite, threshold)
     side = _default_chunk(source) if chunk is None else int(chunk)
     if side < 1:
         raise ConfigError(f"chunk must be a positive number of pixels, got {chunk}")
     if halo < 0:
         raise ConfigError(f"halo must be >= 0 pixels, got {halo}")
-    job = _make_job(source, settings, classes, fmt, int(halo), float(spur_length))
+    job = replace(
+        _make_job(source, settings, classes, fmt, int(halo), float(spur_length)), crs=out_crs
+    )
     grid = plan_chunks(source.shape, side)
     (settings_runner,) = split_options(options, runner or RunnerSettings())
     report = VectorizeReport(

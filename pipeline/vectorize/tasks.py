@@ -45,6 +45,8 @@ class Job:
         Class ids regularised (empty unless ``settings.regularize``).
     target
         Output frame of the format.
+    crs
+        Output CRS chosen by the user (``--crs``) for formats written in the source CRS.
     pixel_size
         Size of a pixel in working-frame units (at the raster centre).
     halo
@@ -59,6 +61,7 @@ class Job:
     roads: tuple[int, ...] = ()
     buildings: tuple[int, ...] = ()
     target: Target = "wgs84"
+    crs: str | None = None
     pixel_size: float = 1.0
     halo: int = 64
     spur: float = 10.0
@@ -83,7 +86,7 @@ class Job:
         kind = "mixed" if self.roads else "polygon"
         if self.roads and self.classes is not None and set(self.classes) <= set(self.roads):
             kind = "line"
-        return Schema(self.schema_fields, self.source.frame.target_crs(self.target), kind,  # type: ignore[arg-type]
+        return Schema(self.schema_fields, self.source.frame.target_crs(self.target, self.crs), kind,  # type: ignore[arg-type]
                       dict(self.names))  # fmt: skip
 
     def name(self, class_id: int) -> str:
@@ -149,7 +152,7 @@ def finish_polygons(
     if changed.any():
         geo_map = geo_map.copy()
         geo_map[changed] = frame.from_work(work[changed])
-    out_geoms = frame.to_target(geo_map[keep], job.target)
+    out_geoms = frame.to_target(geo_map[keep], job.target, job.crs)
     columns: dict[str, np.ndarray] = {
         "id": ids[keep],
         "class_id": class_id[keep].astype(np.int64),
@@ -189,7 +192,7 @@ def finish_lines(job: Job, lines: np.ndarray, class_id: np.ndarray) -> FeatureBa
     tol = job.settings.simplify or job.pixel_size
     work = shapely.simplify(work, tol, preserve_topology=True)
     length = shapely.length(work) * frame.metres_per_unit
-    out = frame.to_target(frame.from_work(work), job.target)
+    out = frame.to_target(frame.from_work(work), job.target, job.crs)
     columns: dict[str, np.ndarray] = {
         "id": ids,
         "class_id": class_id.astype(np.int64),

@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="QuPath objectType (detection)",
     )
     add_settings(parser, RunnerSettings, exclusive=(("workers", "scheduler"),))
+    parser.add_argument(
+        "--crs",
+        default=None,
+        help="output CRS for gpkg/flatgeobuf/geoparquet (e.g. EPSG:3857; default: the "
+        "source's); GeoJSON stays EPSG:4326 (RFC 7946)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_report_argument(parser)
@@ -84,6 +90,7 @@ def main(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         object_type=args.object_type,
+        crs=args.crs,
     )
     data = report.to_dict()
     write_report(args, data)
