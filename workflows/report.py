@@ -41,6 +41,22 @@ class ExportRecord:
     status: str = "pending"  # written | skipped (up to date) | failed
     seconds: float = 0.0
     report: dict[str, Any] | None = None
+    #: Why a resumed run rebuilt it (``None``: up to date, or not a resumed run).
+    reason: str | None = None
+    #: The store content it was made from (``run_id``, ``completed_at``).
+    store: dict[str, Any] | None = None
+    #: Every setting that shapes the file.
+    settings: dict[str, Any] | None = None
+    #: Size and modification time of the file as written.
+    file: dict[str, int] | None = None
+
+    def finish(self, report: Any, seconds: float, file: dict[str, int]) -> None:
+        """Record a written export: its stage report, time and file stamp."""
+        to_dict = getattr(report, "to_dict", None)
+        self.report = dict(to_dict()) if to_dict is not None else None
+        self.seconds = seconds
+        self.file = file
+        self.status = "written"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -48,7 +64,11 @@ class ExportRecord:
             "path": self.path,
             "format": self.format,
             "status": self.status,
+            "reason": self.reason,
             "seconds": round(self.seconds, 4),
+            "store": self.store,
+            "settings": self.settings,
+            "file": self.file,
             "report": self.report,
         }
 
@@ -224,7 +244,10 @@ class RunReport:
         for s in self.scenes:
             out.append(f"  {Path(s.input).name}: {s.store}")
             for e in s.exports:
-                out.append(f"  {'':{len(Path(s.input).name)}}  {e.path} ({e.format}, {e.status})")
+                why = f" — rebuilt: {e.reason}" if e.reason and e.status == "written" else ""
+                out.append(
+                    f"  {'':{len(Path(s.input).name)}}  {e.path} ({e.format}, {e.status}){why}"
+                )
             if s.error:
                 out.append(f"  {'':{len(Path(s.input).name)}}  error: {s.error}")
         out.append(f"report: {self.report_path}")

@@ -26,6 +26,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from workflows.cluster import connect, describe, job_script
+from workflows.exports import (
+    export_settings,
+    file_stamp,
+    run_export,
+    stale_reason,
+    store_identity,
+)
 from workflows.plan import Plan, Scene, make_plan
 from workflows.report import (
     ExportRecord,
@@ -96,11 +103,17 @@ def store_status(store: Path) -> str | None:
 def _finished(store: Path, plan: Plan) -> dict[str, Any] | None:
     """Return the attributes of a store this plan already finished, else ``None``.
 
-    A complete store made with another model or tile size is not finished for this plan;
-    predict's own resume checks then decide what happens to it.
+    A complete store made with another model, tile size, threshold or probability encoding
+    is not finished for this plan; predict's own resume checks then refuse it, naming the
+    difference (``pipeline.store.check_resume``).
     """
     attrs = store_attributes(store)
     if attrs.get("status") != "complete":
+        return None
+    inference = plan.workflow.inference
+    if attrs.get("threshold") not in (None, float(inference.threshold)):
+        return None
+    if attrs.get("probabilities_dtype") not in (None, inference.probabilities):
         return None
     model = attrs.get("model") or {}
     if plan.model.sha256 and model.get("sha256") not in (None, plan.model.sha256):
@@ -124,13 +137,11 @@ def _previous_exports(report: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _export_up_to_date(path: Path, store: Path, previous: Mapping[str, Any]) -> bool:
-    if not path.exists():
-        return False
-    if str(path) in previous:
-        return True
-    marker = store / "zarr.json"
-    return marker.exists() and path.stat().st_mtime >= marker.stat().st_mtime
+def _export_up_to_date(
+    plan: Plan, path: Path, fmt: str, export: Any, store: Path, previous: Mapping[str, Any]
+) -> bool:
+    settings = export_settings(fmt, export, plan.workflow.vectorize)
+    return stale_reason(path, store_identity(store), settings, previous.get(str(path))) is None
 
 
 def _print_plan(plan: Plan, stream: IO[str], *, resume: bool, overwrite: bool) -> None:
@@ -272,7 +283,10 @@ def _nothing_to_do(plan: Plan, previous: Mapping[str, Any]) -> bool:
     """Whether a resumed run has every store finished and every export up to date."""
     return all(
         _finished(scene.store, plan) is not None
-        and all(_export_up_to_date(path, scene.store, previous) for path, _ in scene.exports)
+        and all(
+            _export_up_to_date(plan, path, fmt, export, scene.store, previous)
+            for (path, fmt), export in zip(scene.exports, plan.workflow.exports, strict=True)
+        )
         for scene in plan.scenes
     )
 
@@ -387,38 +401,29 @@ def _run_scene(
         if isinstance(peak, int | float):
             record.peak_worker_memory = int(peak)
         record.status = "complete"
-    v = w.vectorize
+    identity = store_identity(scene.store)
     for (path, fmt), export in zip(scene.exports, w.exports, strict=True):
-        entry = ExportRecord(path=str(path), format=fmt)
+        settings = export_settings(fmt, export, w.vectorize)
+        entry = ExportRecord(path=str(path), format=fmt, store=identity, settings=settings)
         record.exports.append(entry)
-        if resume and _export_up_to_date(path, scene.store, previous):
-            entry.status = "skipped (up to date)"
-            remove_stale_temporaries(path)  # left by a run killed while rewriting it
-            continue
+        if resume:
+            entry.reason = stale_reason(path, identity, settings, previous.get(str(path)))
+            if entry.reason is None:
+                entry.status = "skipped (up to date)"
+                entry.file = file_stamp(path)
+                remove_stale_temporaries(path)  # left by a run killed while rewriting it
+                continue
         path.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        vectorized = pipeline.vectorize(
-            str(scene.store),
-            str(path),
-            format=fmt,
-            classes=v.classes,
-            threshold=v.threshold,
-            min_area=v.min_area,
-            fill_holes=v.fill_holes,
-            simplify=v.simplify,
-            regularize=v.regularize,
-            centerlines=v.centerlines,
-            connectivity=v.connectivity,
-            chunk=v.chunk,
-            client=client,
-            overwrite=overwrite or resume,
-            progress=False,
-            object_type=export.object_type,
-        )
-        entry.seconds = time.perf_counter() - start
-        entry.report = _as_dict(vectorized)
-        entry.status = "written"
-        for stage, value in vectorize_seconds(entry.report, entry.seconds).items():
+        made = run_export(
+            scene.store, path, settings, w.vectorize, export,
+            client=client, overwrite=overwrite or resume,
+        )  # fmt: skip
+        entry.finish(made, time.perf_counter() - start, file_stamp(path))
+        seconds = {"export": entry.seconds} if fmt == "cog" else None
+        for stage, value in (
+            seconds or vectorize_seconds(entry.report or {}, entry.seconds)
+        ).items():
             record.stages[stage] += value
 
 

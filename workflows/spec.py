@@ -78,8 +78,9 @@ PLACEHOLDERS: dict[str, str] = {
     "index": "the input's position in the expanded input list (0-based)",
     "workflow": "the workflow's name (the file's stem when name is not set)",
 }
-#: Export formats (those of ``pipeline.vectorize``) and the extensions that select them;
-#: ``format: null`` in a file means "from the extension" (longest extension wins).
+#: Export formats (those of ``pipeline.vectorize``, and ``cog`` for ``pipeline.export``'s
+#: raster export) and the extensions that select them; ``format: null`` in a file means
+#: "from the extension" (longest extension wins).
 EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
     "geojson": (".geojson", ".json"),
     "geojsonseq": (".geojsons", ".geojsonl", ".geojsonseq", ".ndjson", ".jsonl"),
@@ -87,6 +88,7 @@ EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
     "gpkg": (".gpkg",),
     "flatgeobuf": (".fgb",),
     "qupath": (".qupath.geojson", ".qupath.json"),
+    "cog": (".tif", ".tiff"),
 }
 FORMAT_NOTES: dict[str, str] = {
     "geojson": "GeoJSON, RFC 7946 (EPSG:4326)",
@@ -95,6 +97,7 @@ FORMAT_NOTES: dict[str, str] = {
     "gpkg": "GeoPackage in the source CRS",
     "flatgeobuf": "FlatGeobuf in the source CRS",
     "qupath": "QuPath GeoJSON for slides, level-0 pixel coordinates",
+    "cog": "Cloud-Optimized GeoTIFF of the labels (or of one class's probabilities)",
 }
 
 _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}(:\d{2}){0,2}$")
@@ -309,14 +312,29 @@ class Vectorize(_Section):
 
 
 class Export(_Section):
-    """One vector output per input."""
+    """One output per input: vector outlines, or a raster (``cog``) of the store."""
 
     path: str = Field(description="Output file template, e.g. `{dir}/{stem}.geojson`.")
     format: (
-        Literal["geojson", "geojsonseq", "geoparquet", "gpkg", "flatgeobuf", "qupath"] | None
+        Literal["geojson", "geojsonseq", "geoparquet", "gpkg", "flatgeobuf", "qupath", "cog"] | None
     ) = Field(None, description="Format; null infers it from the extension.")
     object_type: Literal["detection", "annotation"] = Field(
         "detection", description="QuPath `objectType` of exported outlines (qupath only)."
+    )
+    crs: str | None = Field(
+        None,
+        description="Output CRS of gpkg/flatgeobuf/geoparquet (e.g. `EPSG:3857`); null: the "
+        "source's. GeoJSON stays EPSG:4326.",
+    )
+    class_name: str | None = Field(
+        None, description="cog only: export this class's probabilities; null: the labels."
+    )
+    resampling: Literal["mode", "nearest", "average"] | None = Field(
+        None,
+        description="cog only: overview resampling; null: mode (labels), average (probabilities).",
+    )
+    compress: Literal["deflate", "zstd", "lzw"] = Field(
+        "deflate", description="cog only: compression."
     )
 
     @field_validator("path")
@@ -331,6 +349,22 @@ class Export(_Section):
                 f"cannot infer the format of {self.path!r} from its extension; set format to "
                 f"one of {', '.join(EXPORT_FORMATS)}"
             )
+        fmt = self.resolved_format
+        if fmt == "cog":
+            if self.crs is not None:
+                raise ValueError("crs: a cog export keeps the store's grid and CRS; drop crs")
+            from pipeline.export.raster import raster_settings
+
+            raster_settings(
+                class_name=self.class_name, resampling=self.resampling, compress=self.compress
+            )
+        else:
+            for key in ("class_name", "resampling"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: applies to cog exports only, not {fmt}")
+            from pipeline.vectorize.run import parse_output_crs
+
+            parse_output_crs(self.crs, fmt)
         return self
 
     @property

@@ -360,16 +360,29 @@ def _write_v2_sidecar(path: Path, array: Any, *, crs_wkt: str | None) -> None:
 def consolidate(path: str | Path) -> None:
     """Consolidate the store's metadata, so ``xr.open_zarr`` opens it in one read.
 
-    zarr warns that consolidated metadata is not yet in the v3 specification; zarr-python
-    and xarray read it, and other readers ignore it and read each array's own metadata.
+    Written as zarr-python 3.1 writes it (every node's ``zarr.json`` under
+    ``consolidated_metadata`` of the root, keys are paths), but without
+    ``zarr.consolidate_metadata``, which warns that consolidated metadata is not yet in the v3
+    specification: suppressing that warning is not thread-safe, and stores are completed
+    from worker threads. zarr-python and xarray read it; other readers ignore it.
     """
-    import warnings
-
-    import zarr
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        zarr.consolidate_metadata(str(path))
+    root = Path(path)
+    members: dict[str, Any] = {}
+    for meta in sorted(root.rglob("zarr.json")):
+        if meta.parent == root:
+            continue
+        node = json.loads(meta.read_text())
+        node.pop("consolidated_metadata", None)
+        members[meta.parent.relative_to(root).as_posix()] = node
+    group = json.loads((root / "zarr.json").read_text())
+    group["consolidated_metadata"] = {
+        "kind": "inline",
+        "must_understand": False,
+        "metadata": members,
+    }
+    tmp = root / f".zarr.json.tmp-{os.getpid()}-{threading.get_ident()}"
+    tmp.write_text(json.dumps(group, indent=2))
+    tmp.replace(root / "zarr.json")
 
 
 def open_store(path: str, run_id: str = "") -> Any:
@@ -455,7 +468,8 @@ def set_status(path: str | Path, status: str, *, run_id: str | None = None, **at
 def complete_store(path: str | Path, *, run_id: str | None = None, **attrs: Any) -> None:
     """Finish a store: slide label pyramid, consolidated metadata, then ``complete``.
 
-    The status is set last, so a store marked complete has everything a reader expects.
+    The status is set last, so a store marked complete has everything a reader expects;
+    ``completed_at`` (UTC) records when, so exports can tell the store content they came from.
     A store with ``mpp`` and no CRS (a slide) gains its OME-Zarr ``labels_pyramid``.
 
     Raises
@@ -474,7 +488,10 @@ def complete_store(path: str | Path, *, run_id: str | None = None, **attrs: Any)
     if current.get("mpp") and not current.get("crs"):
         build_labels_pyramid(path)
     consolidate(path)
-    set_status(path, COMPLETE, run_id=run_id, **attrs)
+    from datetime import UTC, datetime
+
+    completed_at = datetime.now(UTC).isoformat(timespec="microseconds")
+    set_status(path, COMPLETE, run_id=run_id, completed_at=completed_at, **attrs)
 
 
 def tile_counts(path: str | Path) -> dict[str, int]:
