@@ -64,6 +64,7 @@ from pipeline.infer.predictor import (
     resolve_precision,
 )
 from pipeline.infer.tile import encode_tile
+from pipeline.read.mask import fill_invalid, invalid_mask
 from pipeline.read.open import open_source
 from pipeline.read.slide import SlideSource
 from pipeline.read.source import Source
@@ -91,6 +92,7 @@ from pipeline.tile.grid import TileGrid, TilePlan
 __all__ = [
     "DEFAULT_BATCH",
     "DEFAULT_MAX_PATCH",
+    "NODATA_LABEL",
     "PredictReport",
     "TileJob",
     "TileResult",
@@ -100,6 +102,9 @@ __all__ = [
     "run_tile",
     "tune_call_size",
 ]
+
+#: Label stored where the source holds no data (nodata, mask band, NaN): not a class.
+NODATA_LABEL = 255
 
 #: The largest model call made by default; bigger tiles are cut into patches of this size.
 DEFAULT_MAX_PATCH = 2048
@@ -236,6 +241,9 @@ def run_tile(job: TileJob, source: Source) -> TileResult:
     """
     start = time.perf_counter()
     box = source.read(job.plan.read)
+    invalid = invalid_mask(source, job.plan.read, box)
+    if invalid is not None:  # never fed raw: filled with the band means, stored as nodata
+        box = fill_invalid(box, invalid, job.model.info.mean)
     read_s = time.perf_counter() - start
     predictor = _predictor(job.model)
     outputs = job.model.info.outputs or 1
@@ -258,6 +266,14 @@ def run_tile(job: TileJob, source: Source) -> TileResult:
     infer_s = model_seconds(reset=True) if feed is None else _feed_seconds(feed)
     normalise_s, wait_s = reader_seconds(reset=True)
     start = time.perf_counter()
+    if invalid is not None:
+        core, read = job.plan.core, job.plan.read
+        hole = invalid[
+            core.row_off - read.row_off : core.row_stop - read.row_off,
+            core.col_off - read.col_off : core.col_stop - read.col_off,
+        ]
+        labels[hole] = NODATA_LABEL
+        stored[:, hole] = np.nan if stored.dtype.kind == "f" else 0
     write_core(job.store, job.plan.core, stored, labels, job.run_id)
     write_s = time.perf_counter() - start
     return TileResult(
@@ -506,6 +522,7 @@ def predict(
             "patch_tuning": tuned,
             "halo": info.halo,
             "exact": exact,
+            "labels_nodata": NODATA_LABEL,
             "precision": resolve_precision(inference.precision, device),
             "precision_requested": resolve_precision(inference.precision, device),
             "classes": list(info.classes),

@@ -261,10 +261,11 @@ def _open_zarr(path: Path, threshold: float | None) -> LabelSource:
         )
     h, w = (int(s) for s in arr.shape[-2:])
     block = tuple(int(c) for c in arr.chunks[-2:])
+    nodata = attrs.get("labels_nodata") if threshold is None else None  # no data: not a class
     return LabelSource(
         str(path), "store", (h, w), str(arr.dtype), _attrs_frame(attrs, (h, w)),
         names or ({1: "foreground"} if threshold is not None else {}), threshold,
-        prob_channels, (block[0], block[1]),
+        prob_channels, (block[0], block[1]), nodata,
     )  # fmt: skip
 
 

@@ -5,6 +5,11 @@
   fell between samples and the run reported "0 computed, 9604 skipped", complete. Expected:
   validity exact at the file's block level (absent sparse blocks need no read), so the tile
   holding the data is computed and only truly empty tiles are skipped.
+- NaN or nodata inside a partly valid tile used to be fed to the model raw (a NaN block gave
+  p = 0 over a wider area, status complete). Expected: invalid pixels (NaN, nodata, mask band)
+  are filled with the model's band means before the model, stored as nodata (labels 255,
+  probabilities 0 or NaN), vectorized as nothing -- and on the valid pixels the tiled result
+  equals the whole-image reference computed on the same filled image.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window as RioWindow
 
-from pipeline.predict import predict
+from pipeline.infer.model import describe_model
+from pipeline.infer.predictor import Predictor
+from pipeline.infer.reference import reference_predict
+from pipeline.predict import NODATA_LABEL, predict
 from pipeline.read.geotiff import GeoTiffSource
 from pipeline.tile.grid import Window
-from tests.workflows.conftest import synthetic
+from tests.workflows.conftest import read_store, synthetic
 from workflows.run import store_attributes
 
 
@@ -102,3 +110,72 @@ def test_stripped_files_are_exact_too(tmp_path: Path) -> None:
     assert validity is not None and validity.mask.sum() == 1
     assert validity.any(Window(640, 896, 32, 4))
     assert not validity.any(Window(0, 0, 640, 900))
+
+
+def write_float_scene(path: Path, image: np.ndarray, nodata: float | None = None) -> Path:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=image.shape[1],
+        width=image.shape[2],
+        count=image.shape[0],
+        dtype=image.dtype,
+        nodata=nodata,
+        crs="EPSG:32616",
+        transform=Affine(0.5, 0.0, 733601.0, 0.0, -0.5, 3725139.0),
+    ) as dst:
+        dst.write(image)
+    return path
+
+
+def reference(model: Path, image: np.ndarray) -> np.ndarray:
+    info, network = describe_model(str(model))
+    forward = Predictor(network, info, precision="fp32")
+    return reference_predict(forward, image, halo=info.halo or 0, sizes=info.sizes)
+
+
+@pytest.mark.parametrize("marker", ["nan", "nodata"])
+def test_invalid_pixels_are_masked_not_fed_raw_and_tiled_equals_whole(
+    tmp_path: Path, tiny_model: Path, marker: str
+) -> None:
+    image = synthetic(64, 96, 3, seed=7)  # float32, 0..255
+    hole = (slice(20, 30), slice(40, 50))  # inside tile (0, 1), in the halo of its neighbours
+    if marker == "nan":
+        image[:, hole[0], hole[1]] = np.nan
+        scene = write_float_scene(tmp_path / "scene.tif", image)
+    else:
+        image = image.astype(np.uint8) | 1
+        image[:, hole[0], hole[1]] = 0
+        scene = write_float_scene(tmp_path / "scene.tif", image, nodata=0)
+    store = tmp_path / "scene.zarr"
+    kwargs: dict[str, Any] = {"tile": 32, "workers": 0, "progress": False, "precision": "fp32"}
+    predict(scene, tiny_model, store, **kwargs)
+    probs, labels = read_store(store)
+    invalid = np.zeros(labels.shape, bool)
+    invalid[hole] = True
+    assert (labels[invalid] == NODATA_LABEL).all() and (probs[:, invalid] == 0).all()
+    assert (labels[~invalid] != NODATA_LABEL).all()
+    # The model saw the band means (100, what it normalises to 0) where there was no data.
+    filled = image.astype(np.float32)
+    filled[:, invalid] = 100.0
+    expected = np.rint(np.clip(reference(tiny_model, filled), 0, 1) * 255).astype(np.uint8)
+    assert np.abs(probs[:, ~invalid].astype(int) - expected[:, ~invalid].astype(int)).max() <= 1
+    assert store_attributes(store)["status"] == "complete"
+    assert store_attributes(store)["labels_nodata"] == NODATA_LABEL
+
+
+def test_nodata_labels_are_not_vectorized(tmp_path: Path, tiny_model: Path) -> None:
+    import json
+
+    import pipeline
+
+    image = synthetic(64, 96, 3, seed=7)
+    image[:, 20:30, 40:50] = np.nan
+    scene = write_float_scene(tmp_path / "scene.tif", image)
+    store = tmp_path / "scene.zarr"
+    predict(scene, tiny_model, store, tile=32, workers=0, progress=False, precision="fp32")
+    out = tmp_path / "scene.geojson"
+    pipeline.vectorize(str(store), str(out), workers=0, progress=False)
+    classes = {f["properties"]["class"] for f in json.loads(out.read_text())["features"]}
+    assert classes <= {"building"}, classes
