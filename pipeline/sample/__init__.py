@@ -3,6 +3,7 @@
 ``source``   windowed readers (GeoTIFF through rasterio, slides through tiffslide)
 ``vectors``  GeoJSON / GeoPackage label files with their CRS
 ``labels``   labels on the image grid: reprojected + rasterized vectors, or warped rasters
+``boundary`` interior / boundary / background targets for instance-aware training
 ``region``   the spatial validation hold-out band
 ``settings`` the ``data:`` section of a training config
 ``sampler``  training draws (foreground-balanced, nodata-avoiding) and validation windows
@@ -10,6 +11,11 @@
 
 from __future__ import annotations
 
+from pipeline.sample.boundary import (
+    BOUNDARY_NAME,
+    boundary_classes,
+    boundary_targets,
+)
 from pipeline.sample.labels import (
     IGNORE,
     LabelSource,
@@ -19,12 +25,13 @@ from pipeline.sample.labels import (
     rasterize_window,
 )
 from pipeline.sample.region import Holdout, parse_holdout
-from pipeline.sample.sampler import Patch, PatchSampler, Scene, open_scene
+from pipeline.sample.sampler import Patch, PatchSampler, Scene, boundary_pixels, open_scene
 from pipeline.sample.settings import SampleSettings, parse_sample_settings
 from pipeline.sample.source import ImageSource, SampleImage, open_image
 from pipeline.sample.vectors import VectorLabels, read_vectors, reproject_geometries
 
 __all__ = [
+    "BOUNDARY_NAME",
     "IGNORE",
     "Holdout",
     "ImageSource",
@@ -37,6 +44,9 @@ __all__ = [
     "Scene",
     "VectorLabelSource",
     "VectorLabels",
+    "boundary_classes",
+    "boundary_pixels",
+    "boundary_targets",
     "open_image",
     "open_labels",
     "open_scene",

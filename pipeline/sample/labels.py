@@ -9,6 +9,7 @@ to the image grid with nearest-neighbour resampling through a ``WarpedVRT``, win
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ import shapely
 from affine import Affine
 
 from pipeline.errors import ConfigError, InputError
+from pipeline.sample.boundary import boundary_targets
 from pipeline.sample.source import ImageSource
 from pipeline.sample.vectors import VectorLabels, read_vectors
 
@@ -53,8 +55,9 @@ def rasterize_window(
     values: Sequence[int] | np.ndarray,
     transform: Affine,
     shape: tuple[int, int],
+    dtype: str = "uint8",
 ) -> np.ndarray:
-    """Burn geometries into a uint8 class-id array (pure computation).
+    """Burn geometries into a class-id array (pure computation).
 
     Parameters
     ----------
@@ -66,26 +69,28 @@ def rasterize_window(
         The window's affine transform (pixel -> coordinates).
     shape
         ``(height, width)`` of the window.
+    dtype
+        Output type (``uint8`` for class ids; ``int32`` to burn one id per object).
 
     Returns
     -------
     numpy.ndarray
-        ``shape`` uint8, 0 where no geometry covers a pixel centre.
+        ``shape`` of ``dtype``, 0 where no geometry covers a pixel centre.
     """
     from rasterio.features import rasterize
 
     if len(geometries) == 0:
-        return np.zeros(shape, dtype=np.uint8)
+        return np.zeros(shape, dtype=dtype)
     pairs = [
         (geometry, int(value))
         for geometry, value in zip(geometries, values, strict=True)
         if not geometry.is_empty
     ]
     if not pairs:
-        return np.zeros(shape, dtype=np.uint8)
+        return np.zeros(shape, dtype=dtype)
     return np.asarray(
-        rasterize(pairs, out_shape=shape, transform=transform, fill=0, dtype="uint8"),
-        dtype=np.uint8,
+        rasterize(pairs, out_shape=shape, transform=transform, fill=0, dtype=dtype),
+        dtype=dtype,
     )
 
 
@@ -104,6 +109,11 @@ class VectorLabelSource:
     line_width
         Width (CRS units, metres for projected CRSs; level-0 pixels for slides) that lines are
         buffered to; required when the labels hold lines.
+    boundary
+        Boundary width in pixels of the image grid: when given, each window holds
+        interior / boundary / background targets
+        (:func:`~pipeline.sample.boundary.boundary_targets`), the boundary class being
+        ``len(classes) + 1``.
     """
 
     def __init__(
@@ -113,6 +123,7 @@ class VectorLabelSource:
         *,
         classes: Sequence[str],
         line_width: float | None = None,
+        boundary: float | None = None,
     ) -> None:
         # Slides have no CRS: their labels are level-0 pixel coordinates (QuPath GeoJSON
         # carries no ``crs`` member), so they are used as they are.
@@ -144,6 +155,8 @@ class VectorLabelSource:
         self._tree = shapely.STRtree(self.geometries)
         self._image = image
         self._inverse = ~image.georef.transform
+        self.boundary = boundary
+        self._boundary_class = len(classes) + 1
 
     def window(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         """Rasterize the geometries touching a window of the image grid.
@@ -160,15 +173,35 @@ class VectorLabelSource:
         numpy.ndarray
             ``(height, width)`` uint8 class ids.
         """
+        if self.boundary is not None:
+            return self._boundary_window(row, col, height, width, self.boundary)
+        transform, hits = self._hits(row, col, height, width)
+        return rasterize_window(
+            self.geometries[hits], self.values[hits], transform, (height, width)
+        )
+
+    def _hits(self, row: int, col: int, height: int, width: int) -> tuple[Affine, np.ndarray]:
+        """Return the window's transform and the sorted indexes of the geometries touching it."""
         transform = self._image.georef.transform @ Affine.translation(col, row)
         corners = [transform @ (0, 0), transform @ (width, height)]
         xs = [corner[0] for corner in corners]
         ys = [corner[1] for corner in corners]
         box = shapely.box(min(xs), min(ys), max(xs), max(ys))
-        hits = np.sort(self._tree.query(box, predicate="intersects"))
-        return rasterize_window(
-            self.geometries[hits], self.values[hits], transform, (height, width)
+        return transform, np.sort(self._tree.query(box, predicate="intersects"))
+
+    def _boundary_window(
+        self, row: int, col: int, height: int, width: int, radius: float
+    ) -> np.ndarray:
+        """Interior / boundary / background ids, from a window padded by the radius."""
+        pad = math.ceil(radius)
+        shape = (height + 2 * pad, width + 2 * pad)
+        transform, hits = self._hits(row - pad, col - pad, *shape)
+        ids = rasterize_window(
+            self.geometries[hits], np.arange(1, len(hits) + 1), transform, shape, dtype="int32"
         )
+        classes = np.concatenate([[0], self.values[hits]]).astype(np.uint8)[ids]
+        targets = boundary_targets(ids, classes, radius, self._boundary_class)
+        return targets[pad : pad + height, pad : pad + width]
 
     def centres(self) -> np.ndarray:
         """Return one interior point per geometry as ``(row, col)`` pixels (float)."""
@@ -287,6 +320,7 @@ def open_labels(
     classes: Sequence[str],
     label_property: str | None = None,
     line_width: float | None = None,
+    boundary: float | None = None,
 ) -> VectorLabelSource | RasterLabels:
     """Open labels for ``image``: a label raster by suffix, otherwise a vector file.
 
@@ -302,6 +336,9 @@ def open_labels(
         Vector property holding the class name or id; every feature is class 1 when ``None``.
     line_width
         Buffer width for line labels (roads), in the image CRS units.
+    boundary
+        Boundary width in image pixels for interior / boundary / background targets (vector
+        labels only: a class raster does not say where one object ends and the next begins).
 
     Returns
     -------
@@ -310,6 +347,13 @@ def open_labels(
     """
     path = Path(path)
     if path.suffix.lower() in _RASTER_SUFFIXES:
+        if boundary is not None:
+            raise ConfigError(
+                f"boundary targets need vector labels (one polygon per object), but {path} is "
+                "a label raster; give a GeoJSON/GeoPackage or remove 'boundary'"
+            )
         return RasterLabels(path, image)
     vectors = read_vectors(path, prop=label_property)
-    return VectorLabelSource(vectors, image, classes=classes, line_width=line_width)
+    return VectorLabelSource(
+        vectors, image, classes=classes, line_width=line_width, boundary=boundary
+    )

@@ -22,7 +22,7 @@ from pipeline.sample.labels import IGNORE, LabelSource, open_labels
 from pipeline.sample.region import Holdout
 from pipeline.sample.source import ImageSource, open_image
 
-__all__ = ["Patch", "PatchSampler", "Scene", "open_scene"]
+__all__ = ["Patch", "PatchSampler", "Scene", "boundary_pixels", "open_scene"]
 
 
 @dataclass(frozen=True)
@@ -293,6 +293,44 @@ def _starts(first: int, last: int, size: int) -> list[int]:
     return starts
 
 
+def boundary_pixels(image: ImageSource, width: float) -> float:
+    """Convert a boundary width in metres (georeferenced) or microns (slides) to image pixels.
+
+    Parameters
+    ----------
+    image
+        The image: its georeference gives metres per pixel (projected CRS) or microns per
+        pixel of the level read (slides that record their mpp).
+    width
+        The width in metres or microns.
+
+    Returns
+    -------
+    float
+        The width in pixels of the image grid.
+    """
+    georef = image.georef
+    if georef.kind == "slide":
+        if georef.pixel_mpp is None:
+            raise ConfigError(
+                f"{image.path} records no microns per pixel, so a boundary width in microns "
+                "cannot be converted to pixels; use a slide with an mpp property"
+            )
+        return width / georef.pixel_mpp[0]
+    crs = georef.crs_obj
+    if crs is None:
+        raise ConfigError(
+            f"{image.path} has no georeference, so a boundary width in metres cannot be "
+            "converted to pixels; use a georeferenced image"
+        )
+    if crs.is_geographic:
+        raise ConfigError(
+            f"boundary width is in metres but {image.path} is in geographic coordinates; "
+            "reproject the image to a projected CRS"
+        )
+    return width / abs(georef.transform.a)
+
+
 def open_scene(
     image: str | Path,
     labels: str | Path,
@@ -302,6 +340,7 @@ def open_scene(
     level: int = 0,
     label_property: str | None = None,
     line_width: float | None = None,
+    boundary: float | None = None,
 ) -> Scene:
     """Open an image and its labels (vector file or label raster) as a :class:`Scene`.
 
@@ -321,6 +360,9 @@ def open_scene(
         Vector property naming each feature's class.
     line_width
         Buffer width for line labels, in image CRS units (metres).
+    boundary
+        Boundary width (metres, or microns for slides) for interior / boundary / background
+        targets; converted to pixels of the image grid with :func:`boundary_pixels`.
 
     Returns
     -------
@@ -330,7 +372,12 @@ def open_scene(
     source: ImageSource = open_image(image, bands=bands, level=level)
     try:
         label_source = open_labels(
-            labels, source, classes=classes, label_property=label_property, line_width=line_width
+            labels,
+            source,
+            classes=classes,
+            label_property=label_property,
+            line_width=line_width,
+            boundary=None if boundary is None else boundary_pixels(source, boundary),
         )
     except BaseException:
         source.close()

@@ -30,6 +30,10 @@ class SampleSettings:
         Vector property naming each feature's class (every feature is class 1 when ``None``).
     line_width
         Width in metres that line labels (roads) are buffered to.
+    boundary
+        Boundary width (metres for georeferenced images, microns for slides): when set, the
+        targets are interior / boundary / background (one extra ``boundary`` output channel)
+        for a model whose touching objects ``vectorize --instances boundary`` separates.
     patch
         Training window size (pixels).
     holdout
@@ -49,6 +53,7 @@ class SampleSettings:
     level: int = 0
     label_property: str | None = None
     line_width: float | None = None
+    boundary: float | None = None
     patch: int = 256
     holdout: Holdout | None = field(default_factory=Holdout)
     foreground: float = 0.5
@@ -65,6 +70,7 @@ class SampleSettings:
             "level": self.level,
             "label_property": self.label_property,
             "line_width": self.line_width,
+            "boundary": self.boundary,
             "patch": self.patch,
             "holdout": None if self.holdout is None else self.holdout.to_dict(),
             "foreground": self.foreground,
@@ -136,5 +142,8 @@ def _coerce(data: dict[str, Any]) -> None:
     for key in ("foreground", "max_nodata"):
         if key in data:
             data[key] = float(data[key])
-    if data.get("line_width") is not None:
-        data["line_width"] = float(data["line_width"])
+    for key in ("line_width", "boundary"):
+        if data.get(key) is not None:
+            data[key] = float(data[key])
+    if data.get("boundary") is not None and data["boundary"] <= 0:
+        raise ValueError(f"data.boundary must be a positive width, got {data['boundary']}")
