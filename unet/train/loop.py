@@ -194,7 +194,7 @@ class _Run:
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
         )
-        self.loss_fn = get_loss(settings.loss)
+        self.loss_fn = get_loss(settings.loss, settings.class_weights)
         self.last_path, self.best_path = out / "last.safetensors", out / "best.safetensors"
         self.history: list[dict[str, Any]] = []
         self.step, self.best_score, self.best_epoch = 0, -math.inf, 0

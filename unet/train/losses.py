@@ -7,7 +7,7 @@ nothing to any loss.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.nn import functional
@@ -32,13 +32,27 @@ def _one_hot(labels: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.T
     return target, valid.unsqueeze(1).float()
 
 
-def xent_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Binary (one channel) or multi-class cross-entropy, averaged over scored pixels."""
+def xent_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weights: Sequence[float] | None = None
+) -> torch.Tensor:
+    """Binary (one channel) or multi-class cross-entropy, averaged over scored pixels.
+
+    ``weights`` (one per channel; multi-class only) scales each class's pixels, and the mean
+    is taken over the weights, as :func:`torch.nn.functional.cross_entropy` does.
+    """
     if logits.shape[1] == 1:
         target, mask = _one_hot(labels, 1)
         loss = functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
         return (loss * mask).sum() / mask.sum().clamp_min(1.0)
-    return functional.cross_entropy(logits, labels.long(), ignore_index=IGNORE)
+    weight = None
+    if weights is not None:
+        if len(weights) != logits.shape[1]:
+            raise ValueError(
+                f"{len(weights)} class weights for a model with {logits.shape[1]} outputs; "
+                "give one weight per output channel"
+            )
+        weight = torch.tensor(list(weights), dtype=logits.dtype, device=logits.device)
+    return functional.cross_entropy(logits, labels.long(), weight=weight, ignore_index=IGNORE)
 
 
 def dice_loss(logits: torch.Tensor, labels: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -77,13 +91,17 @@ def focal_loss(
     return (loss * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def get_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def get_loss(
+    name: str, class_weights: Sequence[float] | None = None
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Return the loss function for a name in :data:`unet.train.settings.LOSSES`.
 
     Parameters
     ----------
     name
         ``bce+dice`` (default; ``ce+dice`` is the same), ``dice``, ``focal``, ``bce``/``ce``.
+    class_weights
+        Cross-entropy weight per output channel (multi-class models).
 
     Returns
     -------
@@ -91,11 +109,13 @@ def get_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         ``loss(logits, labels) -> scalar``.
     """
     if name in ("bce+dice", "ce+dice"):
-        return lambda logits, labels: xent_loss(logits, labels) + dice_loss(logits, labels)
+        return lambda logits, labels: (
+            xent_loss(logits, labels, class_weights) + dice_loss(logits, labels)
+        )
     if name == "dice":
         return dice_loss
     if name == "focal":
         return focal_loss
     if name in ("bce", "ce"):
-        return xent_loss
+        return lambda logits, labels: xent_loss(logits, labels, class_weights)
     raise ValueError(f"unknown loss {name!r}")

@@ -59,6 +59,9 @@ class TrainSettings:
         Fraction of all steps used for warm-up (``onecycle`` only).
     loss
         One of :data:`LOSSES`.
+    class_weights
+        Cross-entropy weight per output channel (``None``: all 1), e.g. ``[1, 1, 3]`` to
+        weight the thin boundary class of an interior / boundary / background model.
     aux_weight
         Weight of each deep-supervision output relative to the main one (halved per level).
     precision
@@ -87,6 +90,7 @@ class TrainSettings:
     schedule: str = "onecycle"
     warmup: float = 0.1
     loss: str = "bce+dice"
+    class_weights: tuple[float, ...] | None = None
     aux_weight: float = 0.5
     precision: str = "auto"
     device: str = "auto"
@@ -113,6 +117,12 @@ class TrainSettings:
                     f"train.{name}={short_repr(value)} is not one of "
                     f"{', '.join(map(repr, choices))}"
                 )
+        if self.class_weights is not None and (
+            not self.class_weights or min(self.class_weights) < 0
+        ):
+            raise ConfigError(
+                f"train.class_weights must be non-negative numbers, got {self.class_weights}"
+            )
         if not 0.0 <= self.warmup < 1.0:
             raise ConfigError(f"train.warmup must be in [0, 1), got {self.warmup}")
 
@@ -124,6 +134,12 @@ class TrainSettings:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict (what the checkpoint records)."""
         return asdict(self)
+
+
+def _coerce_weights(data: dict[str, Any]) -> None:
+    """Turn a YAML list of class weights into a tuple of floats, in place."""
+    if data.get("class_weights") is not None:
+        data["class_weights"] = tuple(float(v) for v in data["class_weights"])
 
 
 def parse_train_settings(data: dict[str, Any] | None) -> TrainSettings:
@@ -172,6 +188,7 @@ def parse_train_settings(data: dict[str, Any] | None) -> TrainSettings:
         for name in ("lr", "weight_decay", "warmup", "aux_weight", "threshold"):
             if name in data:
                 data[name] = float(data[name])
+        _coerce_weights(data)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad number in train settings: {exc}") from exc
     return TrainSettings(**data)

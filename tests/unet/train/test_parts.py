@@ -122,3 +122,21 @@ def test_precision_auto_follows_the_cpu(tmp_path):
     assert not cpu_supports_bf16(tmp_path / "missing")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+
+
+def test_class_weights_scale_the_cross_entropy():
+    labels = torch.zeros(1, 6, 6, dtype=torch.uint8)
+    labels[0, 2:4, 2:4] = 2  # four pixels of a thin class
+    logits = torch.zeros(1, 3, 6, 6)  # uniform: every pixel costs log(3)
+    plain = float(xent_loss(logits, labels))
+    weighted = float(xent_loss(logits, labels, [1.0, 1.0, 5.0]))
+    assert plain == pytest.approx(np.log(3), rel=1e-6)
+    assert weighted == pytest.approx(np.log(3), rel=1e-6)  # a weighted mean of equal costs
+    wrong = logits.clone()
+    wrong[0, 0, 2:4, 2:4] = 5.0  # the thin class is mistaken for background
+    assert float(xent_loss(wrong, labels, [1.0, 1.0, 5.0])) > float(xent_loss(wrong, labels))
+    assert float(get_loss("ce+dice", [1.0, 1.0, 5.0])(wrong, labels)) > 0
+    with pytest.raises(ValueError, match="one weight per output channel"):
+        xent_loss(logits, labels, [1.0, 2.0])
+    with pytest.raises(ConfigError, match="class_weights"):
+        parse_train_settings({"class_weights": [1, -1, 2]})
