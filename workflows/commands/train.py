@@ -20,7 +20,15 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-__all__ = ["HELP", "add_arguments", "load_config", "main", "run_training"]
+__all__ = [
+    "HELP",
+    "add_arguments",
+    "instance_scheme",
+    "load_config",
+    "main",
+    "output_names",
+    "run_training",
+]
 
 HELP = "train a U-Net on windows of large images with vector or raster labels"
 
@@ -138,6 +146,39 @@ def _build_model(section: dict[str, Any], in_channels: int, outputs: int) -> Any
         raise ConfigError(f"bad model section: {exc}") from exc
 
 
+def output_names(classes: tuple[str, ...], boundary: float | None) -> list[str]:
+    """Return the model's output channel names for the data's classes.
+
+    One class and no boundary: a one-channel sigmoid model. Otherwise a softmax model with
+    background first; with a boundary width, the ``boundary`` channel last.
+    """
+    from pipeline.sample import boundary_classes
+
+    if boundary is not None:
+        return boundary_classes(classes)
+    if len(classes) == 1:
+        return list(classes)
+    return ["background", *classes]
+
+
+def instance_scheme(width: float, slide: bool) -> dict[str, Any]:
+    """Return the checkpoint record of a boundary-trained model, read by ``vectorize``.
+
+    Parameters
+    ----------
+    width
+        The boundary width the targets were made with.
+    slide
+        Whether the width is in microns (slides) rather than metres.
+
+    Returns
+    -------
+    dict
+        ``{"method": "boundary", "boundary_width": width, "units": "um" | "m"}``.
+    """
+    return {"method": "boundary", "boundary_width": width, "units": "um" if slide else "m"}
+
+
 def run_training(
     config: dict[str, Any],
     base: Path,
@@ -218,11 +259,12 @@ def _run(
                     level=data.level,
                     label_property=data.label_property,
                     line_width=data.line_width,
+                    boundary=data.boundary,
                 )
             )
         bands = scenes[0].image.bands
-        outputs = 1 if len(data.classes) == 1 else len(data.classes) + 1
-        names = list(data.classes) if outputs == 1 else ["background", *data.classes]
+        names = output_names(data.classes, data.boundary)
+        outputs = len(names)
         torch.manual_seed(settings.seed)
         if resume is not None:
             model, _ = unet.load(resume)
@@ -247,7 +289,9 @@ def _run(
         )
         georef = scenes[0].image.georef
         pixel_size = float(georef.resolution[0]) if georef.kind == "geo" else None
-        extra = {"data": data.to_dict(), "command": command}
+        extra: dict[str, Any] = {"data": data.to_dict(), "command": command}
+        if data.boundary is not None:  # vectorize picks its instance method from this
+            extra["instances"] = instance_scheme(data.boundary, georef.kind == "slide")
         result = train(
             model,
             sampler,
@@ -364,17 +408,11 @@ def _evaluate_scenes(
             results[name] = {"skipped": "image too large to score whole; use predict + evaluate"}
             continue
         pixels, valid = image.read(0, 0, image.height, image.width)
-        probabilities = predict_whole(model, metadata, pixels)
-        if probabilities.ndim == 2:
-            predicted = (probabilities >= threshold).astype(np.uint8)
-            classes = 1
-            names = tuple(metadata.classes)
-        else:
-            predicted = probabilities.argmax(0).astype(np.uint8)
-            classes = probabilities.shape[0] - 1
-            names = tuple(metadata.classes[1:])
+        predicted, labels, classes, names, scheme = _predicted(model, metadata, pixels, threshold)
         truth = scene.labels.window(0, 0, image.height, image.width)
         truth = np.where(valid, truth, IGNORE)
+        if isinstance(scheme, dict):
+            truth = np.where(truth == IGNORE, IGNORE, truth > 0).astype(np.uint8)
         regions = {"whole": (slice(None), slice(None))}
         band = None
         if holdout is not None:
@@ -385,7 +423,10 @@ def _evaluate_scenes(
                 (cut, slice(None)) if holdout.axis == "rows" else (slice(None), cut)
             )
         geometries = getattr(scene.labels, "geometries", None)
-        polygons = mask_to_polygons(predicted == 1, image.georef.transform)
+        if isinstance(scheme, dict):
+            polygons = _boundary_instances(labels, len(metadata.classes), image.georef.transform)
+        else:
+            polygons = mask_to_polygons(predicted == 1, image.georef.transform)
         if min_area > 0 and len(polygons):
             polygons = polygons[shapely.area(polygons) >= min_area]
         scene_result: dict[str, Any] = {}
@@ -408,6 +449,37 @@ def _evaluate_scenes(
             scene_result[region] = entry
         results[name] = scene_result
     return results
+
+
+def _predicted(model: Any, metadata: Any, pixels: Any, threshold: float) -> tuple[Any, ...]:
+    """Return the predicted class ids, labels, scored class count, names and scheme.
+
+    A boundary model (interior / boundary / background) is scored on its objects: interior
+    plus boundary, separated as ``vectorize --instances boundary`` separates them.
+    """
+    import numpy as np
+
+    probabilities = predict_whole(model, metadata, pixels)
+    scheme = metadata.extra.get("instances")
+    if isinstance(scheme, dict) and scheme.get("method") == "boundary":
+        labels = probabilities.argmax(0).astype(np.uint8)
+        return (labels > 0).astype(np.uint8), labels, 1, tuple(metadata.classes[1:-1]), scheme
+    if probabilities.ndim == 2:
+        predicted = (probabilities >= threshold).astype(np.uint8)
+        return predicted, predicted, 1, tuple(metadata.classes), None
+    predicted = probabilities.argmax(0).astype(np.uint8)
+    return predicted, predicted, probabilities.shape[0] - 1, tuple(metadata.classes[1:]), None
+
+
+def _boundary_instances(labels: Any, channels: int, transform: Any) -> Any:
+    """Instances of a boundary model's label raster, as ``vectorize`` separates them."""
+    from pipeline.vectorize.instances import InstanceRules, instance_polygons, instance_raster
+
+    rules = InstanceRules(
+        "boundary", marker_classes=tuple(range(1, channels - 1)), boundary_class=channels - 1
+    )
+    instances, _ = instance_raster(labels, rules)
+    return instance_polygons(instances, transform)
 
 
 def _in_band(geometries: Any, image: Any, holdout: Any, band: tuple[int, int] | None) -> Any:
