@@ -2,7 +2,9 @@
 
 ``vectorize(input, out, ...)`` traces each chunk on a Dask worker
 (:mod:`~pipeline.vectorize.polygons`), joins pieces across seams
-(:mod:`~pipeline.vectorize.seams`), cleans them in metres (:mod:`~pipeline.vectorize.cleanup`,
+(:mod:`~pipeline.vectorize.seams`), optionally separates touching objects exactly across
+chunks (:mod:`~pipeline.vectorize.instances`, :mod:`~pipeline.vectorize.instance_tasks`),
+cleans them in metres (:mod:`~pipeline.vectorize.cleanup`,
 :mod:`~pipeline.vectorize.regularize`), draws road centre-lines
 (:mod:`~pipeline.vectorize.centerlines`) and streams features to :mod:`pipeline.export`.
 """
@@ -12,9 +14,11 @@ from __future__ import annotations
 from pipeline.vectorize.centerlines import join_segments, prune_spurs, skeleton_segments
 from pipeline.vectorize.cleanup import fill_holes, polygonal_part, simplify_valid
 from pipeline.vectorize.georef import Frame, local_equal_area_crs
+from pipeline.vectorize.instance_tasks import instance_task, join_instances
+from pipeline.vectorize.instances import InstanceRules, expand_markers, instance_raster
 from pipeline.vectorize.polygons import ChunkTrace, make_valid_polygonal, stable_ids, trace_chunk
 from pipeline.vectorize.regularize import dominant_angle, iou, regularize_building
-from pipeline.vectorize.run import VectorizeReport, plan_chunks, vectorize
+from pipeline.vectorize.run import VectorizeReport, instance_rules, plan_chunks, vectorize
 from pipeline.vectorize.seams import MergedPieces, merge_border_pieces
 from pipeline.vectorize.settings import FORMATS, VectorizeSettings, parse_format
 from pipeline.vectorize.source import LabelSource, open_labels, resolve_classes
@@ -24,16 +28,22 @@ __all__ = [
     "FORMATS",
     "ChunkTrace",
     "Frame",
+    "InstanceRules",
     "Job",
     "LabelSource",
     "MergedPieces",
     "VectorizeReport",
     "VectorizeSettings",
     "dominant_angle",
+    "expand_markers",
     "fill_holes",
     "finish_lines",
     "finish_polygons",
+    "instance_raster",
+    "instance_rules",
+    "instance_task",
     "iou",
+    "join_instances",
     "join_segments",
     "local_equal_area_crs",
     "make_valid_polygonal",

@@ -33,6 +33,8 @@ from pipeline.runner import Runner
 from pipeline.settings import RunnerSettings, split_options
 from pipeline.vectorize.centerlines import prune_spurs
 from pipeline.vectorize.georef import Target
+from pipeline.vectorize.instance_tasks import instance_task, join_instances
+from pipeline.vectorize.instances import METHODS, InstanceRules
 from pipeline.vectorize.polygons import ChunkTrace
 from pipeline.vectorize.seams import merge_border_pieces
 from pipeline.vectorize.settings import VectorizeSettings, parse_format
@@ -48,7 +50,7 @@ from pipeline.vectorize.tasks import (
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["VectorizeReport", "parse_output_crs", "plan_chunks", "vectorize"]
+__all__ = ["VectorizeReport", "instance_rules", "parse_output_crs", "plan_chunks", "vectorize"]
 
 # 4096 px chunks: on 16384² with 100k objects, 2 workers ran 1.65x the whole-raster trace
 # (1.38x at 2048, where per-chunk driver overhead competes with the workers for 2 cores);
@@ -209,6 +211,10 @@ def vectorize(
     halo: int = 64,
     spur_length: float = 10.0,
     crs: str | None = None,
+    instances: str | None = None,
+    reach: float | None = None,
+    min_separation: float | None = None,
+    marker_threshold: float | None = None,
     **options: Any,
 ) -> VectorizeReport:
     """Vectorize a label raster into one GeoJSON/GeoParquet/GeoPackage/FlatGeobuf/QuPath file.
@@ -262,6 +268,18 @@ def vectorize(
         Output CRS for GeoPackage, FlatGeobuf and GeoParquet (any pyproj input: ``EPSG:3857``,
         WKT...); default the source's. GeoJSON is EPSG:4326 by RFC 7946 and QuPath is in
         pixels, so they refuse it.
+    instances
+        Separate touching objects: ``boundary`` (interior / boundary / background models),
+        ``distance`` (plain foreground: distance-transform maxima) or ``none`` (connected
+        components). Default: ``boundary`` when the input has a class named ``boundary``
+        (what ``gigaseg train`` with ``data.boundary`` records), else ``none``. Exact across
+        chunks; see :mod:`pipeline.vectorize.instances`.
+    reach, min_separation, marker_threshold
+        Instance rules in working units (metres, µm for slides, pixels otherwise):
+        the largest distance from a marker to a pixel it takes (and the distance-transform
+        clip), the minimum separation of distance maxima and the smallest distance to the
+        background of a marker. Defaults: 8, 4 and 2 pixels. A separation near the
+        objects' radius avoids extra markers on the ridges of elongated or square shapes.
 
     Returns
     -------
@@ -283,6 +301,9 @@ def vectorize(
     job = replace(
         _make_job(source, settings, classes, fmt, int(halo), float(spur_length)), crs=out_crs
     )
+    rules = instance_rules(source, job, instances, reach, min_separation, marker_threshold)
+    if rules is not None:
+        job = replace(job, instances=rules)
     grid = plan_chunks(source.shape, side)
     (settings_runner,) = split_options(options, runner or RunnerSettings())
     report = VectorizeReport(
@@ -297,21 +318,12 @@ def vectorize(
     try:
         tasks = Runner(settings_runner, client=client, tasks=len(grid), kind="python")
         report.workers = tasks.workers
-        border: list[tuple[int, ChunkTrace]] = []
-        lines: list[Any] = []
         times[1] = time.perf_counter()
-        traced = tasks.map(
-            trace_task, _chunk_calls(job, source, grid), total=len(grid),
-            progress=progress, desc="vectorize", unit="chunk",
-        )  # fmt: skip
-        for result in traced:
-            sink.emit(result.features, result.dropped)
-            if len(result.border.geometry):
-                border.append((result.index, result.border))
-            lines.extend(result.lines.tolist())
-            for k, v in result.seconds.items():
-                stage[k] += v
+        border, lines, pieces, markers = _trace_chunks(job, source, grid, tasks, sink, stage,
+                                                       progress)  # fmt: skip
         times[2] = time.perf_counter()
+        if job.instances is not None:
+            _join_instances(job, pieces, markers, tasks, sink)
         _merge_border(job, border, tasks, sink)
         _join_lines(job, lines, sink)
         times[3] = time.perf_counter()
@@ -335,6 +347,39 @@ def vectorize(
         **{f"workers_{k}": round(v, 3) for k, v in stage.items()},
     }
     return report
+
+
+def _trace_chunks(
+    job: Job,
+    source: LabelSource,
+    grid: list[tuple[tuple[int, int], tuple[int, int]]],
+    tasks: Runner,
+    sink: _Sink,
+    stage: dict[str, float],
+    progress: bool,
+) -> tuple[list[tuple[int, ChunkTrace]], list[Any], list[tuple[int, Any]], list[tuple[int, Any]]]:
+    """Run the chunk tasks; write finished features; keep what the driver must join."""
+    border: list[tuple[int, ChunkTrace]] = []
+    lines: list[Any] = []
+    pieces: list[tuple[int, Any]] = []
+    markers: list[tuple[int, Any]] = []
+    task = trace_task if job.instances is None else instance_task
+    traced = tasks.map(
+        task, _chunk_calls(job, source, grid), total=len(grid),
+        progress=progress, desc="vectorize", unit="chunk",
+    )  # fmt: skip
+    for result in traced:
+        sink.emit(result.features, result.dropped)
+        if job.instances is not None:
+            pieces.append((result.index, result.pieces))
+            markers.append((result.index, result.markers))
+        else:
+            if len(result.border.geometry):
+                border.append((result.index, result.border))
+            lines.extend(result.lines.tolist())
+        for k, v in result.seconds.items():
+            stage[k] += v
+    return border, lines, pieces, markers
 
 
 def _make_job(
@@ -363,7 +408,7 @@ def _chunk_calls(
     job: Job, source: LabelSource, grid: list[tuple[tuple[int, int], tuple[int, int]]]
 ) -> Iterator[tuple[Any, ...]]:
     """Task arguments per chunk; in-memory sources ship their window with the task."""
-    h = job.halo if job.roads else 0
+    h = job.context
     height, width = source.shape
     for i, (rows, cols) in enumerate(grid):
         data = None
@@ -414,6 +459,79 @@ def _merge_border(
         sl = slice(s, s + _FINISH_BATCH)
         ps = None if merged.prob_sum is None else merged.prob_sum[sl]
         batches.append((job, merged.geometry[sl], merged.class_id[sl], merged.pixels[sl], ps))
+    for batch, dropped in tasks.map(_finish_merged, batches, progress=False):
+        sink.emit(batch, dropped)
+
+
+def instance_rules(
+    source: LabelSource,
+    job: Job,
+    method: str | None,
+    reach: float | None,
+    min_separation: float | None,
+    marker_threshold: float | None,
+) -> InstanceRules | None:
+    """Build the instance rules of a run (``None``: connected components, no separation).
+
+    Distances are given in working units and converted with the run's pixel size; the
+    default method is ``boundary`` when the input has a class named ``boundary``.
+    """
+    from pipeline.sample.boundary import BOUNDARY_NAME
+    from pipeline.vectorize.settings import parse_non_negative
+
+    boundary = [c for c, n in job.names.items() if n.lower() == BOUNDARY_NAME]
+    if method is None:
+        method = "boundary" if boundary else "none"
+    method = str(method).lower()
+    if method not in METHODS:
+        raise ConfigError(f"--instances {method!r} is not one of {', '.join(METHODS)}")
+    if method == "none":
+        return None
+    if job.roads:
+        raise ConfigError("--instances cannot be combined with --centerlines; choose one")
+    if method == "boundary" and not boundary:
+        known = ", ".join(f"{i}={n}" for i, n in sorted(job.names.items())) or "none"
+        raise ConfigError(
+            f"--instances boundary needs a class named 'boundary' in {source.path or 'the input'}"
+            f" (classes: {known}); use a model trained with data.boundary, or --instances "
+            "distance"
+        )
+    pixel = job.pixel_size
+
+    def pixels(name: str, value: float | None, default: float) -> float:
+        if value is None:
+            return default
+        return parse_non_negative(name, value) / pixel
+
+    markers = tuple(c for c in (job.classes or sorted(job.names)) if c not in boundary)
+    return InstanceRules(
+        method=method,  # type: ignore[arg-type]
+        reach=max(1, math.ceil(pixels("reach", reach, 8.0) - 1e-9)),
+        separation=pixels("min_separation", min_separation, 4.0),
+        threshold=pixels("marker_threshold", marker_threshold, 2.0),
+        marker_classes=markers,
+        boundary_class=boundary[0] if boundary else None,
+    )
+
+
+def _join_instances(
+    job: Job,
+    pieces: list[tuple[int, Any]],
+    markers: list[tuple[int, Any]],
+    tasks: Runner,
+    sink: _Sink,
+) -> None:
+    """Join instance pieces across seams by their markers, finish them, write them."""
+    sink.report.border_pieces = int(sum(len(p) for _, p in pieces))
+    joined = join_instances(pieces, markers)
+    pieces.clear()
+    markers.clear()
+    sink.report.merged_features = len(joined)
+    batches = []
+    for s in range(0, len(joined), _FINISH_BATCH):
+        sl = slice(s, s + _FINISH_BATCH)
+        ps = None if joined.prob_sum is None else joined.prob_sum[sl]
+        batches.append((job, joined.geometry[sl], joined.class_id[sl], joined.pixels[sl], ps))
     for batch, dropped in tasks.map(_finish_merged, batches, progress=False):
         sink.emit(batch, dropped)
 

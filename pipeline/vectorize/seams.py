@@ -33,6 +33,8 @@ class MergedPieces:
         Per group: class, summed pixel counts and probability sums.
     pieces
         Number of pieces in each group.
+    group
+        The group of each input piece (index into the fields above).
     """
 
     geometry: np.ndarray
@@ -40,6 +42,7 @@ class MergedPieces:
     pixels: np.ndarray
     prob_sum: np.ndarray | None
     pieces: np.ndarray
+    group: np.ndarray
 
 
 def _pairs(
@@ -92,7 +95,9 @@ def merge_border_pieces(
     if n == 0:
         empty = np.empty(0, object)
         none = np.empty(0, np.int64)
-        return MergedPieces(empty, none, none, None if prob_sum is None else np.empty(0), none)
+        return MergedPieces(
+            empty, none, none, None if prob_sum is None else np.empty(0), none, none
+        )
     left, right = _pairs(geometry, class_id, chunk_id, connectivity)
     graph = coo_matrix((np.ones(len(left), np.int8), (left, right)), shape=(n, n))
     _, group = connected_components(graph, directed=False)
@@ -124,4 +129,5 @@ def merge_border_pieces(
         if prob_sum is None
         else np.bincount(group, weights=prob_sum, minlength=count),
         pieces=sizes,
+        group=group,
     )

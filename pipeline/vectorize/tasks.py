@@ -19,6 +19,7 @@ from pipeline.export.features import FeatureBatch, Field, Schema
 from pipeline.vectorize.centerlines import skeleton_segments
 from pipeline.vectorize.cleanup import fill_holes, simplify_valid
 from pipeline.vectorize.georef import Target
+from pipeline.vectorize.instances import InstanceRules
 from pipeline.vectorize.polygons import ChunkTrace, stable_ids, trace_chunk
 from pipeline.vectorize.regularize import regularize_building
 from pipeline.vectorize.settings import VectorizeSettings
@@ -53,6 +54,10 @@ class Job:
         Context around a chunk for the skeleton, in pixels.
     spur
         Spurs shorter than this many pixels are pruned.
+    names
+        Class id -> name.
+    instances
+        Rules that separate touching objects (``None``: connected components).
     """
 
     source: LabelSource
@@ -66,6 +71,14 @@ class Job:
     halo: int = 64
     spur: float = 10.0
     names: dict[int, str] = field(default_factory=dict)
+    instances: InstanceRules | None = None
+
+    @property
+    def context(self) -> int:
+        """Pixels read around each chunk: the road halo or the instance rules' halo."""
+        if self.instances is not None:
+            return self.instances.halo
+        return self.halo if self.roads else 0
 
     @property
     def schema_fields(self) -> tuple[Field, ...]:

@@ -47,6 +47,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regularize", action="store_true", help="square building outlines")
     parser.add_argument("--centerlines", action="store_true", help="road centre-lines")
     parser.add_argument("--connectivity", type=_connectivity, default=4, help="4 or 8 (4)")
+    parser.add_argument(
+        "--instances",
+        default=None,
+        choices=["boundary", "distance", "none"],
+        help="separate touching objects (default: boundary for boundary-trained models, else none)",
+    )
+    parser.add_argument(
+        "--reach", type=float, default=None, metavar="DIST",
+        help="instances: largest marker-to-pixel distance, m/µm (8 px)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-separation", type=float, default=None, metavar="DIST",
+        help="instances (distance): minimum distance between markers, m/µm (4 px)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--marker-threshold", type=float, default=None, metavar="DIST",
+        help="instances (distance): smallest marker distance to background, m/µm (2 px)",
+    )  # fmt: skip
     parser.add_argument("--chunk", type=int, default=None, help="chunk side in pixels (4096)")
     parser.add_argument(
         "--object-type",
@@ -91,6 +109,10 @@ def main(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         object_type=args.object_type,
         crs=args.crs,
+        instances=args.instances,
+        reach=args.reach,
+        min_separation=args.min_separation,
+        marker_threshold=args.marker_threshold,
     )
     data = report.to_dict()
     write_report(args, data)

@@ -1,0 +1,379 @@
+"""Separate touching objects into instances with local rules of bounded reach (pure computation).
+
+Two methods turn a label raster into instances, each object its own id:
+
+``boundary``
+    For interior / boundary / background models (``gigaseg train`` with ``data.boundary``):
+    the *markers* are the connected interior regions of each class; the foreground is the
+    interior plus the boundary class.
+``distance``
+    For plain foreground models: the distance to the background is clipped at ``reach``
+    pixels; a foreground pixel is a marker pixel when its clipped distance is at least
+    ``threshold`` and no pixel within ``separation`` has a larger one (maxima with a minimum
+    separation). Markers are computed per class.
+
+Then the markers grow through the foreground, one ring of pixels per step, for ``reach``
+steps; steps alternate between the 8 and the 4 neighbours (an octagonal distance, closer to
+Euclidean than either alone). A pixel reached in a step takes, of its neighbours reached
+before, the owner marker pixel that comes first in raster order (lowest row, then column).
+The instance of a pixel is the marker component (8-connected marker pixels of one class) of
+its owner. Pixels no marker reaches within ``reach`` steps belong to no instance. Instances
+are 8-connected regions and are traced with 8-connectivity.
+
+Why this is exact on chunks: each step is a rule of radius 1 and the tie-break is a global
+order, not the order of a flooding queue, so after ``reach`` steps a pixel's owner depends
+only on the pixels within ``reach`` of it (by induction over the steps). Every rule
+looks at most ``halo`` pixels away (:attr:`InstanceRules.halo`: ``reach`` for ``boundary``;
+``reach`` for the clipped distance + ``separation`` for the maxima + ``reach`` for the
+expansion, for ``distance``), so a chunk read with that halo decides its pixels exactly as
+the whole raster does. Window edges at the raster edge are the raster edge itself, and
+everything outside the raster counts as "not background" for the distance, the same in
+both. Only the *identity* of a marker that continues past the window is not local; the
+chunked driver (:mod:`pipeline.vectorize.instance_tasks`) joins marker pieces with the seam
+machinery (:func:`~pipeline.vectorize.seams.merge_border_pieces`).
+
+Instances are connected: a pixel takes its owner from a neighbour reached earlier that has
+the same owner, so a chain of neighbours with that owner leads back to the marker pixel;
+marker components are connected, so each instance is one 8-connected region.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import shapely
+
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from affine import Affine
+
+__all__ = [
+    "METHODS",
+    "InstanceRules",
+    "clipped_distance",
+    "distance_markers",
+    "expand_markers",
+    "instance_polygons",
+    "instance_raster",
+    "label_markers",
+    "window_instances",
+]
+
+#: Instance separation methods (``none`` keeps connected components).
+METHODS = ("boundary", "distance", "none")
+
+_NONE = np.iinfo(np.int32).max
+
+
+@dataclass(frozen=True)
+class InstanceRules:
+    """An instance separation method and its reaches, in pixels.
+
+    Attributes
+    ----------
+    method
+        ``boundary`` or ``distance``.
+    reach
+        Largest geodesic distance (steps) from a marker pixel to a pixel it takes; for
+        ``distance`` also the radius the distance transform is clipped at.
+    separation
+        ``distance``: a marker pixel has the largest clipped distance within this radius.
+    threshold
+        ``distance``: smallest clipped distance of a marker pixel.
+    marker_classes
+        Class ids whose pixels are markers (``boundary``: the interior classes) or whose
+        objects are separated (``distance``); empty: every non-zero id but the boundary.
+    boundary_class
+        ``boundary``: the class id of boundary pixels (foreground, never markers).
+
+    Examples
+    --------
+    >>> InstanceRules("distance", reach=6, separation=2, threshold=1.5).halo
+    14
+    """
+
+    method: Literal["boundary", "distance"]
+    reach: int = 8
+    separation: float = 2.0
+    threshold: float = 2.0
+    marker_classes: tuple[int, ...] = ()
+    boundary_class: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in ("boundary", "distance"):
+            raise ConfigError(
+                f"instance method {self.method!r} is not one of 'boundary', 'distance'"
+            )
+        if self.reach < 1:
+            raise ConfigError(f"instance reach must be at least 1 pixel, got {self.reach}")
+        if self.separation < 0 or self.threshold < 0:
+            raise ConfigError(
+                f"min separation and marker threshold must be >= 0, got {self.separation} "
+                f"and {self.threshold}"
+            )
+        if self.method == "boundary" and self.boundary_class is None:
+            raise ConfigError(
+                "instance method 'boundary' needs a boundary class; the input has no class "
+                "named 'boundary' (train with data.boundary, or use --instances distance)"
+            )
+
+    @property
+    def halo(self) -> int:
+        """Pixels of context a chunk needs on each side to decide its own pixels exactly."""
+        if self.method == "boundary":
+            return self.reach
+        return 2 * self.reach + math.floor(self.separation)
+
+    def classes_in(self, labels: np.ndarray) -> tuple[int, ...]:
+        """Return the marker classes, or (when none are set) the non-zero ids in ``labels``."""
+        if self.marker_classes:
+            return self.marker_classes
+        present = np.unique(labels)
+        return tuple(int(c) for c in present if c not in (0, self.boundary_class))
+
+    def foreground(self, labels: np.ndarray) -> np.ndarray:
+        """Pixels that belong to some instance if a marker is within reach."""
+        classes = list(self.classes_in(labels))
+        if self.boundary_class is not None and self.method == "boundary":
+            classes.append(self.boundary_class)
+        return np.isin(labels, classes)
+
+
+def clipped_distance(foreground: np.ndarray, clip: float) -> np.ndarray:
+    """Euclidean distance from each foreground pixel to the nearest background pixel, clipped.
+
+    Pixels outside the array are not background; background pixels are 0. Clipping at
+    ``clip`` makes the value depend only on the pixels within ``clip``.
+
+    Examples
+    --------
+    >>> clipped_distance(np.array([[0, 1, 1, 1, 1]], bool), 2.0)
+    array([[0., 1., 2., 2., 2.]])
+    """
+    from scipy import ndimage
+
+    if not foreground.any():
+        return np.zeros(foreground.shape, np.float64)
+    if foreground.all():
+        return np.full(foreground.shape, float(clip))
+    distance = np.asarray(ndimage.distance_transform_edt(foreground), dtype=np.float64)
+    return np.minimum(distance, float(clip))
+
+
+def distance_markers(
+    foreground: np.ndarray, clip: float, separation: float, threshold: float
+) -> np.ndarray:
+    """Marker pixels of a plain foreground mask: maxima of the clipped distance.
+
+    A foreground pixel is a marker pixel when its clipped distance is at least ``threshold``
+    and no pixel within ``separation`` (Euclidean, centre to centre) has a larger one.
+    """
+    from scipy import ndimage
+
+    from pipeline.sample.boundary import disk
+
+    distance = clipped_distance(foreground, clip)
+    if separation >= 1:
+        peak = ndimage.maximum_filter(distance, footprint=disk(separation), mode="constant")
+    else:
+        peak = distance
+    return foreground & (distance >= threshold) & (distance >= peak) & (distance > 0)
+
+
+def expand_markers(foreground: np.ndarray, markers: np.ndarray, reach: int) -> np.ndarray:
+    """Grow marker pixels through the foreground for ``reach`` steps (8, 4, 8, ... neighbours).
+
+    Parameters
+    ----------
+    foreground
+        ``(h, w)`` bool: where markers may grow and which pixels get an owner.
+    markers
+        ``(h, w)`` bool marker pixels (inside the foreground).
+    reach
+        Number of steps.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h, w)`` int32 flat index (row-major, in this array) of the owner marker pixel,
+        -1 where there is none. Ties go to the lowest index, which is the global raster
+        order whatever the window: the rule is the same in any window that holds the reach.
+
+    Examples
+    --------
+    >>> fg = np.ones((1, 5), bool)
+    >>> expand_markers(fg, np.array([[1, 0, 0, 0, 1]], bool), reach=1)
+    array([[ 0,  0, -1,  4,  4]], dtype=int32)
+    >>> expand_markers(fg, np.array([[1, 0, 0, 0, 1]], bool), reach=2)
+    array([[0, 0, 0, 4, 4]], dtype=int32)
+    """
+    height, width = foreground.shape
+    if height * width >= _NONE:
+        raise ConfigError(
+            f"a {height}x{width} window is too large for instance separation; use smaller chunks"
+        )
+    owner = np.where(markers & foreground, np.arange(height * width, dtype=np.int32)
+                     .reshape(height, width), np.int32(-1))  # fmt: skip
+    open_ = foreground & (owner < 0)
+    edges = [(-1, 0), (1, 0), (0, -1), (0, 1)]
+    corners = [(-1, -1), (-1, 1), (1, -1), (1, 1)]
+    idle = 0
+    for step in range(reach):
+        if not open_.any():
+            break
+        shifts = edges + corners if step % 2 == 0 else edges
+        known = np.where(owner >= 0, owner, np.int32(_NONE))
+        padded = np.pad(known, 1, constant_values=_NONE)
+        best = np.full((height, width), _NONE, np.int32)
+        for dr, dc in shifts:
+            np.minimum(best, padded[1 + dr : 1 + dr + height, 1 + dc : 1 + dc + width], out=best)
+        reached = open_ & (best < _NONE)
+        if not reached.any():
+            idle += 1
+            if idle == 2:  # a 4-step and an 8-step found nothing: nothing more can grow
+                break
+            continue
+        idle = 0
+        owner[reached] = best[reached]
+        open_ &= ~reached
+    return owner
+
+
+def label_markers(labels: np.ndarray, markers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label marker components: 8-connected marker pixels of one class.
+
+    Returns
+    -------
+    components
+        ``(h, w)`` int32, 0 off markers, 1..n in raster order of each component's first pixel.
+    classes
+        ``(n + 1,)`` class id of each component (index 0 unused).
+    """
+    from scipy import ndimage
+
+    structure = np.ones((3, 3), bool)
+    components = np.zeros(labels.shape, np.int32)
+    count = 0
+    for cid in np.unique(labels[markers]):
+        found, n = ndimage.label(markers & (labels == cid), structure=structure,
+                                 output=np.int32)  # fmt: skip
+        if n:
+            components[found > 0] = found[found > 0] + count
+            count += n
+    if count == 0:
+        return components, np.zeros(1, np.int64)
+    # renumber in raster order of first pixels, so the labels do not depend on class order
+    flat = components.ravel()
+    present, first = np.unique(flat, return_index=True)
+    keep = present > 0
+    order = np.argsort(first[keep], kind="stable")
+    rank = np.zeros(count + 1, np.int32)
+    rank[present[keep][order]] = np.arange(1, count + 1, dtype=np.int32)
+    classes = np.zeros(count + 1, np.int64)
+    classes[rank[flat[first[keep]]]] = labels.ravel()[first[keep]]
+    return rank[components], classes
+
+
+def window_instances(
+    labels: np.ndarray, rules: InstanceRules, exact: tuple[slice, slice] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Apply the rules to one window: owners, marker components and their classes.
+
+    Parameters
+    ----------
+    labels
+        ``(h, w)`` class ids of the window (a chunk plus ``rules.halo``, or the whole raster).
+    rules
+        The method and its reaches.
+    exact
+        The part of the window where markers are decided exactly (the chunk plus ``reach``);
+        marker pixels outside it are dropped, since they could be wrong (their clipped
+        distance or maxima need pixels beyond the window) and no core pixel can reach them.
+
+    Returns
+    -------
+    owner
+        ``(h, w)`` int32 flat index of each pixel's marker pixel (-1: none).
+    components
+        ``(h, w)`` int32 marker components (0 off markers).
+    classes
+        Class id per component.
+    instances
+        ``(h, w)`` int32 component of each pixel's marker (0: no instance).
+    """
+    foreground = rules.foreground(labels)
+    classes_in = rules.classes_in(labels)
+    if rules.method == "boundary":
+        markers = np.isin(labels, classes_in)
+    else:
+        markers = np.zeros(labels.shape, bool)
+        for cid in classes_in:
+            markers |= distance_markers(labels == cid, rules.reach, rules.separation,
+                                        rules.threshold)  # fmt: skip
+    if exact is not None:
+        inside = np.zeros(labels.shape, bool)
+        inside[exact] = True
+        markers &= inside
+    if rules.method == "distance" and len(classes_in) > 1:
+        owner = np.full(labels.shape, -1, np.int32)
+        for cid in classes_in:
+            mask = labels == cid
+            part = expand_markers(mask, markers & mask, rules.reach)
+            owner[mask] = part[mask]
+    else:
+        owner = expand_markers(foreground, markers, rules.reach)
+    components, classes = label_markers(labels, markers)
+    instances = np.where(owner >= 0, components.ravel()[np.maximum(owner, 0)], 0)
+    return owner, components, classes, instances.astype(np.int32)
+
+
+def instance_raster(labels: np.ndarray, rules: InstanceRules) -> tuple[np.ndarray, np.ndarray]:
+    """Compute every pixel's instance in one window: the whole-raster reference.
+
+    Returns
+    -------
+    instances
+        ``(h, w)`` int32 instance ids (0: none), numbered in raster order of their markers.
+    classes
+        Class id per instance id.
+    """
+    _, _, classes, instances = window_instances(labels, rules)
+    return instances, classes
+
+
+def instance_polygons(instances: np.ndarray, transform: Affine | None = None) -> np.ndarray:
+    """Trace an instance raster: one valid (Multi)Polygon per instance, in map coordinates.
+
+    Parameters
+    ----------
+    instances
+        ``(h, w)`` int32 instance ids (0: none), e.g. from :func:`instance_raster`.
+    transform
+        Pixel -> map affine (identity: pixel coordinates).
+
+    Returns
+    -------
+    numpy.ndarray
+        Object array of polygons, in order of first appearance of their ids.
+    """
+    from rasterio.features import shapes
+    from rasterio.transform import Affine as RasterAffine
+
+    from pipeline.vectorize.polygons import make_valid_polygonal
+
+    traced = [
+        shapely.geometry.shape(geometry)
+        for geometry, _ in shapes(
+            instances.astype(np.int32),
+            mask=instances > 0,
+            transform=transform or RasterAffine.identity(),
+            connectivity=8,
+        )
+    ]
+    out = np.empty(len(traced), dtype=object)
+    out[:] = traced
+    return make_valid_polygonal(out)
