@@ -64,6 +64,7 @@ from pipeline.infer.predictor import (
     resolve_precision,
 )
 from pipeline.infer.tile import encode_tile
+from pipeline.infer.tta import with_tta
 from pipeline.read.mask import fill_invalid, invalid_mask
 from pipeline.read.open import open_source
 from pipeline.read.slide import SlideSource
@@ -196,6 +197,7 @@ class TileJob:
     threshold: float
     batch: int
     prefetch: int = 2
+    tta: int = 1
 
 
 @dataclass(frozen=True)
@@ -249,9 +251,16 @@ def run_tile(job: TileJob, source: Source) -> TileResult:
     outputs = job.model.info.outputs or 1
     model_seconds(reset=True)
     reader_seconds(reset=True)
-    feed = get_feed(job.model, predictor, job.prefetch) if job.prefetch > 0 else None
-    if feed is not None:
+    feed = (
+        get_feed(job.model, predictor, job.prefetch) if job.prefetch > 0 and job.tta == 1 else None
+    )
+    if job.tta > 1:  # each transform sees the whole window; averaged before encoding
+        feed = None
         submit: Callable[[Any], Future[Any]] = functools.partial(
+            _encode_tta, predictor, job.tta, job.probabilities, job.threshold
+        )
+    elif feed is not None:
+        submit = functools.partial(
             feed.submit, probabilities=job.probabilities, threshold=job.threshold
         )
     else:
@@ -309,6 +318,24 @@ def _encode_now(
     note_reader_seconds(time.perf_counter() - start)
     future: Future[Any] = Future()
     future.set_result(predictor.encode_staged(predictor.upload(staged), probabilities, threshold))
+    return future
+
+
+def _encode_tta(
+    predictor: Predictor, tta: int, probabilities: str, threshold: float, raw: Any
+) -> Future[Any]:
+    """Average ``tta`` transforms of one batch in probability space, then encode (no feed)."""
+    from pipeline.stitch.assemble import to_labels
+    from pipeline.store.encoding import to_stored
+
+    probs = with_tta(predictor, tta)(raw)
+    bad = int(probs.size - np.count_nonzero(np.isfinite(probs)))
+    if bad:
+        raise NonFiniteOutputError(bad)
+    activation = predictor.info.activation
+    labels = np.stack([to_labels(p, activation, threshold) for p in probs])
+    future: Future[Any] = Future()
+    future.set_result((to_stored(probs, probabilities), labels))
     return future
 
 
@@ -529,6 +556,7 @@ def predict(
             "activation": info.activation,
             "threshold": inference.threshold,
             "probabilities_dtype": inference.probabilities,
+            "tta": inference.tta,
             "software": {"gigaseg": _software_version()},
             "run_id": uuid.uuid4().hex,
             **({"nodata": src.nodata} if src.nodata is not None else {}),
@@ -569,6 +597,7 @@ def predict(
                 inference.threshold,
                 batch,
                 inference.prefetch,
+                inference.tta,
             )
             for r, c in todo
         ]

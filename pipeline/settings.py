@@ -222,9 +222,18 @@ class InferenceSettings:
         "the task's own thread)",
         parse=int,
     )
+    tta: int = option(
+        1,
+        "test-time augmentation: transforms averaged (1 off, 2 flip, 4 flips, 8 dihedral)",
+        parse=int,
+        choices=(1, 2, 4, 8),
+    )
 
     def __post_init__(self) -> None:
+        from pipeline.infer.tta import parse_tta
+
         _set(self, "prefetch", _parse_int("prefetch", self.prefetch, 0))
+        _set(self, "tta", parse_tta(self.tta))
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.probabilities not in PROBABILITIES:

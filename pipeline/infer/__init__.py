@@ -25,11 +25,13 @@ from pipeline.infer.predictor import (
 )
 from pipeline.infer.reference import reference_predict
 from pipeline.infer.tile import predict_tile
+from pipeline.infer.tta import TTA_COUNTS, parse_tta, with_tta
 
 __all__ = [
     "LOADERS",
     "LOAD_COUNTS",
     "PRECISIONS",
+    "TTA_COUNTS",
     "ModelInfo",
     "ModelRef",
     "Predictor",
@@ -40,10 +42,12 @@ __all__ = [
     "file_sha256",
     "model_kind",
     "model_seconds",
+    "parse_tta",
     "predict_tile",
     "reference_predict",
     "register_loader",
     "resolve_device",
     "resolve_precision",
     "with_overrides",
+    "with_tta",
 ]
