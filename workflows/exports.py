@@ -34,6 +34,8 @@ VECTOR_SHAPING = (
     "regularize",
     "centerlines",
     "connectivity",
+    "instances",
+    "reach",
 )
 
 
@@ -163,6 +165,8 @@ def run_export(
         centerlines=vectorize.centerlines,
         connectivity=vectorize.connectivity,
         chunk=vectorize.chunk,
+        instances=vectorize.instances,
+        reach=vectorize.reach,
         client=client,
         overwrite=overwrite,
         progress=False,

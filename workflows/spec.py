@@ -251,6 +251,9 @@ class Inference(_Section):
         default_of(InferenceSettings, "prefetch"),
         description=_doc(InferenceSettings, "prefetch"),
     )
+    tta: Literal[1, 2, 4, 8] = Field(
+        default_of(InferenceSettings, "tta"), description=_doc(InferenceSettings, "tta")
+    )
 
     @field_validator("device")
     @classmethod
@@ -308,6 +311,13 @@ class Vectorize(_Section):
     connectivity: Literal[4, 8] = Field(4, description="Pixel connectivity of shapes.")
     chunk: Annotated[int, Field(gt=0)] | None = Field(
         None, description="Vectorize chunk size; null: the store's tile."
+    )
+    instances: Literal["boundary", "distance", "none"] | None = Field(
+        None,
+        description="Separate touching objects; null: boundary for boundary-trained models.",
+    )
+    reach: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="Instances: largest marker-to-pixel distance (m/µm); null: 8 px."
     )
 
 
