@@ -107,6 +107,11 @@ class Evaluation:
                 ("object recall", _fmt(o.recall)),
                 ("matched / predicted / true", f"{o.tp} / {o.tp + o.fp} / {o.tp + o.fn}"),
                 ("mean IoU of matches", _fmt(o.mean_iou)),
+                ("merges (1 prediction, >= 2 truths)", f"{o.merges} ({o.merged_truths} truths)"),
+                (
+                    "splits (1 truth, >= 2 predictions)",
+                    f"{o.splits} ({o.split_predictions} predictions)",
+                ),
             ]
         if self.lines is not None:
             line = self.lines

@@ -5,6 +5,11 @@ polygons (only pairs whose envelopes intersect), IoUs are computed for those pai
 (vectorised in shapely), and pairs are accepted greedily by decreasing IoU while both sides are
 unmatched -- SpaceNet's rule. Cost is O(n log n + pairs), so 1e5 objects take seconds.
 Pure computation on shapely geometries in one projected CRS.
+
+Beside F1, the same pairs count why objects failed to match: a *merge* is one prediction
+that holds at least half of each of two or more true objects (touching objects traced as one),
+a *split* is one true object that holds at least half of each of two or more predictions
+(one object cut into pieces).
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ class ObjectMetrics:
         ``(n, 2)`` indices (prediction, truth) of matched pairs.
     iou_threshold
         The matching threshold used.
+    merges
+        Predictions holding at least half of each of two or more true objects.
+    splits
+        True objects holding at least half of each of two or more predictions.
+    merged_truths, split_predictions
+        The true objects involved in merges and the predictions involved in splits.
     """
 
     tp: int
@@ -47,6 +58,10 @@ class ObjectMetrics:
     mean_iou: float
     matches: np.ndarray
     iou_threshold: float
+    merges: int = 0
+    splits: int = 0
+    merged_truths: int = 0
+    split_predictions: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the scores as a JSON-able dict (without the match list)."""
@@ -59,6 +74,10 @@ class ObjectMetrics:
             "f1": self.f1,
             "mean_iou": self.mean_iou,
             "iou_threshold": self.iou_threshold,
+            "merges": self.merges,
+            "splits": self.splits,
+            "merged_truths": self.merged_truths,
+            "split_predictions": self.split_predictions,
         }
 
 
@@ -80,13 +99,17 @@ def match_objects(
     Returns
     -------
     ObjectMetrics
-        Counts, precision, recall, F1 and the matched pairs.
+        Counts, precision, recall, F1, merges, splits and the matched pairs.
 
     Examples
     --------
     >>> a = shapely.box(0, 0, 10, 10)
     >>> match_objects([a, shapely.box(20, 0, 30, 10)], [shapely.box(1, 0, 11, 10)]).f1
     0.6666666666666666
+    >>> two_houses = [shapely.box(0, 0, 9, 10), shapely.box(11, 0, 20, 10)]
+    >>> merged = match_objects([shapely.box(0, 0, 20, 10)], two_houses)
+    >>> merged.merges, merged.merged_truths, merged.splits, merged.f1
+    (1, 2, 0, 0.0)
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
@@ -94,12 +117,16 @@ def match_objects(
     true = _clean(truth)
     matches = np.zeros((0, 2), dtype=np.int64)
     ious = np.zeros(0)
+    merge_split = (0, 0, 0, 0)
     if len(pred) and len(true):
         tree = shapely.STRtree(true)
         pred_index, true_index = tree.query(pred, predicate="intersects")
         if len(pred_index):
             a, b = pred[pred_index], true[true_index]
             intersection = shapely.area(shapely.intersection(a, b))
+            merge_split = _merges_and_splits(
+                pred_index, true_index, intersection, shapely.area(a), shapely.area(b)
+            )
             union = shapely.area(a) + shapely.area(b) - intersection
             pair_iou = np.divide(
                 intersection, union, out=np.zeros_like(intersection), where=union > 0
@@ -134,7 +161,28 @@ def match_objects(
         mean_iou=float(ious.mean()) if len(ious) else float("nan"),
         matches=matches,
         iou_threshold=iou_threshold,
+        merges=merge_split[0],
+        splits=merge_split[1],
+        merged_truths=merge_split[2],
+        split_predictions=merge_split[3],
     )
+
+
+def _merges_and_splits(
+    pred_index: np.ndarray,
+    true_index: np.ndarray,
+    intersection: np.ndarray,
+    pred_area: np.ndarray,
+    true_area: np.ndarray,
+) -> tuple[int, int, int, int]:
+    """Count merges and splits from the overlapping pairs (see the module docstring)."""
+    holds_truth = intersection >= 0.5 * true_area  # the prediction holds most of the truth
+    holds_pred = intersection >= 0.5 * pred_area  # the truth holds most of the prediction
+    per_pred = np.bincount(pred_index[holds_truth], minlength=int(pred_index.max()) + 1)
+    per_true = np.bincount(true_index[holds_pred], minlength=int(true_index.max()) + 1)
+    merges, splits = per_pred >= 2, per_true >= 2
+    return (int(merges.sum()), int(splits.sum()), int(per_pred[merges].sum()),
+            int(per_true[splits].sum()))  # fmt: skip
 
 
 def _clean(geometries: Sequence[Any] | np.ndarray) -> np.ndarray:

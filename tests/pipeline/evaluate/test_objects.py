@@ -43,6 +43,7 @@ def test_split_object():
     halves = [shapely.box(0, 0, 4.9, 10), shapely.box(5.1, 0, 10, 10)]
     m = match_objects(halves, truth)
     assert (m.tp, m.fp, m.fn) == (0, 2, 1)
+    assert (m.splits, m.split_predictions, m.merges) == (1, 2, 0)
     # a big piece (IoU 0.7) and a small one: the big one matches, the small one is a FP
     m = match_objects([shapely.box(0, 0, 7, 10), shapely.box(7.5, 0, 10, 10)], truth)
     assert (m.tp, m.fp, m.fn) == (1, 1, 0)
@@ -54,6 +55,8 @@ def test_merged_objects():
     merged = [shapely.box(0, 0, 22, 10)]  # IoU with each = 100 / 220
     m = match_objects(merged, truth)
     assert (m.tp, m.fp, m.fn) == (0, 1, 2)
+    assert (m.merges, m.merged_truths, m.splits) == (1, 2, 0)
+    assert m.to_dict()["merges"] == 1 and m.to_dict()["splits"] == 0
     # one big and one small neighbour merged: matches the big one only (one-to-one)
     truth = [shapely.box(0, 0, 20, 10), shapely.box(21, 0, 23, 10)]
     m = match_objects([shapely.box(0, 0, 23, 10)], truth)
@@ -92,3 +95,18 @@ def test_scales_with_a_spatial_index():
     m = match_objects(pred, truth)
     assert m.tp == n * n and m.f1 == 1.0
     assert m.mean_iou == pytest.approx(90 / 110)
+
+
+def test_merges_and_splits_are_counted_beside_f1():
+    truth = boxes(6)  # 10 m boxes 5 m apart
+    three_merged = [shapely.box(0, 0, 40, 10)]  # holds truths 0, 1 and 2
+    two_merged = [shapely.box(45, 0, 70, 10)]  # holds truths 3 and 4
+    cut = [shapely.box(75, 0, 79.5, 10), shapely.box(80.5, 0, 85, 10)]  # truth 5 in 2 pieces
+    m = match_objects(three_merged + two_merged + cut, truth)
+    assert (m.merges, m.merged_truths) == (2, 5)
+    assert (m.splits, m.split_predictions) == (1, 2)
+    assert (m.tp, m.f1) == (0, 0.0)
+    # a prediction that only grazes a second truth is no merge; a perfect match is neither
+    grazing = [shapely.box(0, 0, 17, 10)]  # all of truth 0, 2 m of truth 1
+    assert match_objects(grazing, truth[:2]).merges == 0
+    assert (match_objects(truth, truth).merges, match_objects(truth, truth).splits) == (0, 0)
