@@ -197,13 +197,11 @@ def open_prediction_raster(path: str | Path, *, threshold: float = 0.5) -> Predi
         classes = tuple(str(c) for c in attrs.get("classes") or ("class_1",))
         if len(classes) > 1 and classes[0].lower() == "background":
             classes = classes[1:]
+        read_store = _store_reader(labels, classes)
+        if len(classes) == 2 and classes[-1].lower() == "boundary":
+            classes = classes[:1]  # a boundary model: its objects are interior + boundary
         return PredictionRaster(
-            str(path),
-            height,
-            width,
-            Georef.from_attrs(attrs),
-            classes,
-            lambda r, c, h, w: labels[r : r + h, c : c + w],
+            str(path), height, width, Georef.from_attrs(attrs), classes, read_store
         )
     source = open_source(path, bands=[1])
     floating = source.dtype.kind == "f"
@@ -214,6 +212,22 @@ def open_prediction_raster(path: str | Path, *, threshold: float = 0.5) -> Predi
 
     height, width = source.shape
     return PredictionRaster(source.name, height, width, source.georef, ("class_1",), read)
+
+
+def _store_reader(labels: Any, classes: tuple[str, ...]) -> Any:
+    """Window reader of a store's labels; a boundary model's boundary pixels count as class 1.
+
+    ``gigaseg train`` with ``data.boundary`` makes models with an interior / boundary /
+    background output; the pixels of an object are its interior and its boundary.
+    """
+    if len(classes) == 2 and classes[-1].lower() == "boundary":
+
+        def read(r: int, c: int, h: int, w: int) -> np.ndarray:
+            data = np.asarray(labels[r : r + h, c : c + w])
+            return np.where(data == 2, 1, data).astype(data.dtype)
+
+        return read
+    return lambda r, c, h, w: labels[r : r + h, c : c + w]
 
 
 def mask_to_polygons(mask: np.ndarray, transform: Affine) -> np.ndarray:
