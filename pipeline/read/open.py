@@ -37,6 +37,18 @@ def is_slide(location: Any) -> bool:
 
 
 def _is_vendor_slide(path: str) -> bool:
+    """Tell a vendor slide OpenSlide knows, or an OME-TIFF (levels in SubIFDs or series)."""
+    if path.lower().endswith((".ome.tif", ".ome.tiff", ".ome.btf")):
+        return True
+    if path.lower().endswith((".tif", ".tiff", ".btf")):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                if tif.is_ome:
+                    return True
+        except Exception:  # not a TIFF tifffile reads: let rasterio judge it
+            return False
     try:
         import openslide
     except ImportError:
@@ -52,6 +64,7 @@ def open_source(
     level: int | None = None,
     mpp: float | None = None,
     slide_backend: str = "auto",
+    source_mpp: float | None = None,
 ) -> Source:
     """Open ``source`` with the right reader.
 
@@ -66,6 +79,8 @@ def open_source(
         Slide pyramid level or target microns per pixel; either one makes a TIFF a slide.
     slide_backend
         ``"openslide"``, ``"tiffslide"`` or ``"auto"``.
+    source_mpp
+        Microns per level-0 pixel for a slide that records none; makes a TIFF a slide.
 
     Returns
     -------
@@ -81,12 +96,19 @@ def open_source(
         raise InputError(f"{path} does not exist; check the path")
     if is_store(path):
         return ZarrSource(path, bands)
-    slide_wanted = level is not None or mpp is not None
+    slide_wanted = level is not None or mpp is not None or source_mpp is not None
     if slide_wanted or is_slide(path):
         if is_remote(path):
             raise InputError(
                 f"{redact(path)} is a remote slide; slides are read from local files only "
                 "(copy it locally first)"
             )
-        return SlideSource(path, level=level, mpp=mpp, bands=bands, backend=slide_backend)
+        return SlideSource(
+            path,
+            level=level,
+            mpp=mpp,
+            bands=bands,
+            backend=slide_backend,
+            source_mpp=source_mpp,
+        )
     return GeoTiffSource(path, bands)

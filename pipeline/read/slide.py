@@ -1,14 +1,23 @@
-"""Whole-slide images (SVS, NDPI, pyramidal TIFF...) through OpenSlide or tiffslide.
+"""Whole-slide images (SVS, NDPI, OME-TIFF, pyramidal TIFF, MRXS...), read level-native.
 
-The working frame is one pyramid level, or a target resolution in microns per pixel. When no
-level matches the target, pixels are resampled from the next finer level with a rule that
-depends only on the pixel position (box mean for integer ratios, nearest otherwise), so two
-tiles sharing a pixel agree on its value. Coordinates and the store keep the link to level 0:
-``downsample`` level-0 pixels per working pixel, and ``mpp``.
+The working frame is one pyramid level, or a target resolution in microns per pixel. A tile of
+level L reads **level L's own pixels**: through tifffile (via tiffslide's Zarr view of each
+level) a window of a level is a slice of that level's array, so the same level pixel has the
+same value whichever tile reads it, and tiled output equals whole-level inference even where a
+level's downsample is fractional (Aperio: 2.0005, 4.0002...). OpenSlide is used only for the
+formats tifffile cannot read (MRXS, VMS, SCN, BIF...); its ``read_region`` takes level-0
+coordinates and resamples the leftover fraction of a pixel, so at a level whose downsample is
+not an integer its tiles are *not* exact (the source says so in :attr:`SlideSource.notes`).
+
+When no level matches a target resolution, pixels are resampled from the next finer level with
+a rule that depends only on the pixel position (box mean for integer ratios, nearest
+otherwise), so two tiles sharing a pixel agree on its value. Coordinates keep the link to
+level 0 with the level's true per-axis downsample (level-0 size / level size, per axis).
 """
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +29,35 @@ from pipeline.read.georef import Georef
 from pipeline.read.source import Source, Validity, cached_handle, file_stamp, parse_bands
 from pipeline.tile.grid import Window
 
-__all__ = ["SLIDE_SUFFIXES", "SlideSource", "open_slide"]
+__all__ = [
+    "LEVEL_TOLERANCE",
+    "SLIDE_BACKENDS",
+    "SLIDE_SUFFIXES",
+    "SlideSource",
+    "choose_level",
+    "ome_physical_size",
+    "open_slide",
+]
 
 #: File suffixes always opened as slides.
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
+#: Slide readers: ``tiffslide`` (level-native, tifffile formats) and ``openslide``.
+SLIDE_BACKENDS = ("auto", "tiffslide", "openslide")
+#: A level serves a target resolution without resampling when their pixel sizes differ by at
+#: most this ratio (Aperio levels are 2.0005x, 4.0002x... apart; scanners round mpp).
+LEVEL_TOLERANCE = 1.1
+
+_UNITS_UM = {
+    "pm": 1e-6,
+    "Å": 1e-4,
+    "nm": 1e-3,
+    "µm": 1.0,
+    "um": 1.0,
+    "μm": 1.0,
+    "mm": 1e3,
+    "cm": 1e4,
+    "m": 1e6,
+}
 
 
 def open_slide(path: str, backend: str) -> Any:
@@ -43,8 +77,82 @@ def open_slide(path: str, backend: str) -> Any:
         raise InputError(f"{path} is not a readable slide ({reason})") from None
 
 
+def _auto_backend(path: str) -> str:
+    """Pick tiffslide (level-native) for every file tifffile reads, OpenSlide for the rest."""
+    try:
+        import tiffslide
+
+        tiffslide.TiffSlide(path).close()
+        return "tiffslide"
+    except Exception:
+        pass
+    try:
+        import openslide  # noqa: F401
+    except ImportError:
+        return "tiffslide"  # let the open fail with tiffslide's reason
+    return "openslide"
+
+
+def ome_physical_size(xml: str | None) -> tuple[float, float] | None:
+    """Microns per pixel ``(y, x)`` of the first OME image, from ``PhysicalSizeY/X``.
+
+    Units (``PhysicalSizeXUnit``, µm by default) are converted to micrometres.
+
+    >>> ome_physical_size('<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+    ...     '<Image><Pixels PhysicalSizeX="250" PhysicalSizeXUnit="nm" PhysicalSizeY="0.26"/>'
+    ...     '</Image></OME>')
+    (0.26, 0.25)
+    """
+    if not xml:
+        return None
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    sizes = []
+    for axis in ("Y", "X"):
+        value = pixels.get(f"PhysicalSize{axis}")
+        unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
+        if value is None or unit not in _UNITS_UM:
+            return None
+        sizes.append(float(value) * _UNITS_UM[unit])
+    if sizes[0] <= 0 or sizes[1] <= 0:
+        return None
+    return sizes[0], sizes[1]
+
+
+def choose_level(
+    level_mpp: list[float], target: float, tolerance: float = LEVEL_TOLERANCE
+) -> tuple[int, float]:
+    """Pick the level that serves ``target`` microns per pixel, and the resampling factor.
+
+    A level within ``tolerance`` of the target is used as is (factor 1.0, the closest such
+    level); otherwise the nearest finer level is resampled by ``target / its mpp``.
+
+    >>> choose_level([0.25, 0.5001, 1.0004], 0.5)
+    (1, 1.0)
+    >>> choose_level([0.25, 0.5, 1.0], 0.75)
+    (1, 1.5)
+    """
+    ratios = [max(mpp, target) / min(mpp, target) for mpp in level_mpp]
+    close = [i for i, r in enumerate(ratios) if r <= tolerance]
+    if close:
+        return min(close, key=lambda i: ratios[i]), 1.0
+    finer = [i for i, mpp in enumerate(level_mpp) if mpp < target]
+    if not finer:
+        raise ConfigError(
+            f"mpp {target:g} is finer than the slide can serve (level 0 is "
+            f"{level_mpp[0]:g} mpp); use --mpp >= {level_mpp[0]:g}"
+        )
+    best = max(finer, key=lambda i: level_mpp[i])
+    return best, target / level_mpp[best]
+
+
 class SlideSource(Source):
-    """A slide read at one pyramid level or at a target resolution.
+    """A slide read at one pyramid level, level-native, or at a target resolution.
 
     Parameters
     ----------
@@ -53,11 +161,22 @@ class SlideSource(Source):
     level
         Pyramid level to read (default 0, unless ``mpp`` is given).
     mpp
-        Target microns per pixel; the nearest finer level is resampled if none matches.
+        Target microns per pixel: a level within :data:`LEVEL_TOLERANCE` is read as is,
+        otherwise the nearest finer level is resampled.
     bands
-        1-based bands of RGB (all three by default).
+        1-based channels (all by default: RGB for brightfield, every channel for fluorescence).
     backend
-        ``"openslide"``, ``"tiffslide"`` or ``"auto"`` (OpenSlide when installed).
+        ``"tiffslide"`` (level-native), ``"openslide"`` (formats only it reads; exact at level 0
+        and at integer downsamples only) or ``"auto"`` (tiffslide when tifffile reads the file).
+    source_mpp
+        Microns per level-0 pixel, for a slide that records none (or records a wrong one).
+
+    Attributes
+    ----------
+    level_downsample
+        ``(rows, cols)`` level-0 pixels per pixel of the chosen level.
+    notes
+        What the reader decided or could not guarantee, in sentences for the user.
     """
 
     def __init__(
@@ -68,63 +187,73 @@ class SlideSource(Source):
         mpp: float | None = None,
         bands: Any = None,
         backend: str = "auto",
+        source_mpp: float | None = None,
     ) -> None:
         self.path = str(path)
         self.name = self.path
-        if backend == "auto":
-            try:
-                import openslide  # noqa: F401
-
-                backend = "openslide"
-            except ImportError:
-                backend = "tiffslide"
-        if backend not in ("openslide", "tiffslide"):
-            raise ConfigError(f"slide backend {backend!r} is not 'openslide' or 'tiffslide'")
-        self.backend = backend
-        slide = self._slide()
-        props = slide.properties
-        mpp0 = props.get(f"{backend}.mpp-x") or props.get("openslide.mpp-x")
-        self.mpp0 = float(mpp0) if mpp0 else None
-        downsamples = [float(item) for item in slide.level_downsamples]
-        nlevels = len(downsamples)
+        self.notes: list[str] = []
+        if backend not in SLIDE_BACKENDS:
+            raise ConfigError(
+                f"slide backend {backend!r} is not one of {', '.join(SLIDE_BACKENDS)}"
+            )
+        if not Path(self.path).exists():
+            raise InputError(f"{self.path} does not exist; check the path")
+        self.backend = _auto_backend(self.path) if backend == "auto" else backend
         if level is not None and mpp is not None:
             raise ConfigError("give either --level or --mpp for a slide, not both")
+        slide = self._slide()
+        dims = [(int(h), int(w)) for w, h in slide.level_dimensions]
+        self.level_shapes = dims
+        self.mpp0_yx = self._recorded_mpp(slide, source_mpp)
+        self.mpp0 = None if self.mpp0_yx is None else self.mpp0_yx[1]
+        height0, width0 = dims[0]
+        per_axis = [(height0 / h, width0 / w) for h, w in dims]
+        nlevels = len(dims)
         if level is not None and not 0 <= level < nlevels:
             raise ConfigError(
                 f"level {level} is not available in {self.path}: it has levels 0..{nlevels - 1}"
             )
-        self.level = 0 if level is None else level
+        self.level = 0 if level is None else int(level)
         self.factor = 1.0  # working pixels -> pixels of self.level
         if mpp is not None:
             if self.mpp0 is None:
-                raise ConfigError(f"{self.path} records no microns per pixel; use --level instead")
-            target = mpp / self.mpp0
-            if target < 0.99:
                 raise ConfigError(
-                    f"mpp {mpp} is finer than {self.path} can serve (level 0 is "
-                    f"{self.mpp0:g} mpp); use --mpp >= {self.mpp0:g}"
+                    f"{self.path} records no microns per pixel; give it with --source-mpp, "
+                    "or use --level"
                 )
-            finer = [i for i, ds in enumerate(downsamples) if ds <= target * 1.01]
-            self.level = finer[-1]
-            ratio = target / downsamples[self.level]
-            self.factor = 1.0 if abs(ratio - 1) < 0.01 else ratio
-        self.downsample = downsamples[self.level] * self.factor
-        width0, height0 = slide.dimensions
-        lw, lh = slide.level_dimensions[self.level]
+            level_mpp = [self.mpp0 * dx for _, dx in per_axis]
+            self.level, self.factor = choose_level(level_mpp, float(mpp))
+        self.level_downsample = per_axis[self.level]
+        dy, dx = (d * self.factor for d in self.level_downsample)
+        self.downsample = dx
+        lh, lw = dims[self.level]
         self.level_shape = (lh, lw)
         self.shape = (int(lh / self.factor), int(lw / self.factor))
-        self.bands = parse_bands(bands, 3, self.name)
-        self.dtype = np.dtype(np.uint8)
-        mpp_y = props.get(f"{backend}.mpp-y") or props.get("openslide.mpp-y")
-        mpp0_xy = None if self.mpp0 is None else (self.mpp0, float(mpp_y or self.mpp0))
-        # The level's true per-axis downsample (level-0 size / level size), times the
+        count, dtype = self._layout()
+        self.bands = parse_bands(bands, count, self.name)
+        self.dtype = np.dtype(dtype)
+        self.level_native = self.backend == "tiffslide" or all(
+            abs(d - round(d)) < 1e-9 for d in self.level_downsample
+        )
+        if not self.level_native:
+            self.notes.append(
+                f"{self.path} is read through OpenSlide, which resamples level {self.level} "
+                f"(downsample {self.level_downsample[0]:.4f} x {self.level_downsample[1]:.4f}) "
+                "from level-0 coordinates: tiles are not "
+                "exactly whole-level inference at this level; read level 0 or a tifffile format "
+                "for the exact guarantee"
+            )
+        # The level's true per-axis downsample (level-0 size / level size) times the
         # resampling factor: Aperio levels are e.g. 4.0002 x 4.0005, not the rounded mean.
         self.georef = Georef.for_slide(
-            downsample=(width0 / lw * self.factor, height0 / lh * self.factor),
-            mpp=mpp0_xy,
+            downsample=(dx, dy),
+            mpp=None if self.mpp0_yx is None else (self.mpp0_yx[1], self.mpp0_yx[0]),
             level=self.level,
             level0_shape=(height0, width0),
         )
+
+    # ----------------------------------------------------------------------------------
+    # Opening
 
     def _handle(self) -> tuple[Any, Any]:
         return cached_handle(
@@ -135,17 +264,79 @@ class SlideSource(Source):
     def _slide(self) -> Any:
         return self._handle()[0]
 
-    def _read_level(self, window: Window) -> npt.NDArray[np.uint8]:
-        """Read an in-level box of ``self.level`` as ``(3, rows, cols)``."""
+    def _recorded_mpp(self, slide: Any, source_mpp: float | None) -> tuple[float, float] | None:
+        """Level-0 microns per pixel ``(y, x)``: the user's, the vendor's, or OME-XML's."""
+        props = slide.properties
+        recorded: tuple[float, float] | None = None
+        x = props.get(f"{self.backend}.mpp-x") or props.get("openslide.mpp-x")
+        y = props.get(f"{self.backend}.mpp-y") or props.get("openslide.mpp-y") or x
+        if x:
+            recorded = (float(y), float(x))
+        if recorded is None and self.backend == "tiffslide":
+            recorded = ome_physical_size(getattr(slide.ts_tifffile, "ome_metadata", None))
+        if source_mpp is not None:
+            if not float(source_mpp) > 0:
+                raise ConfigError(f"--source-mpp {source_mpp} must be a positive number")
+            if recorded is not None and abs(recorded[1] / float(source_mpp) - 1) > 0.01:
+                self.notes.append(
+                    f"{self.path} records {recorded[1]:g} µm per pixel; using --source-mpp "
+                    f"{float(source_mpp):g} instead"
+                )
+            return float(source_mpp), float(source_mpp)
+        return recorded
+
+    def _layout(self) -> tuple[int, np.dtype[Any]]:
+        """Channel count and dtype of a read (OpenSlide: always RGB uint8)."""
+        if self.backend == "openslide":
+            return 3, np.dtype(np.uint8)
+        slide = self._slide()
+        if slide.zarr_group.attrs.get("tiffslide.series-composition") is not None:
+            raise InputError(
+                f"{self.path} is a composite of several TIFF series, which tiffslide reads only "
+                "through resampling; use slide_backend='openslide'"
+            )
+        axes = slide.properties["tiffslide.series-axes"]
+        array = slide.zarr_group[str(self.level)]
+        if axes == "YXS":
+            return int(array.shape[2]), np.dtype(array.dtype)
+        if axes == "CYX":
+            return int(array.shape[0]), np.dtype(array.dtype)
+        if axes == "YX":
+            return 1, np.dtype(array.dtype)
+        raise InputError(f"{self.path} has image axes {axes!r}; gigaseg reads YXS, CYX or YX")
+
+    # ----------------------------------------------------------------------------------
+    # Reading
+
+    def _read_level(self, window: Window, level: int | None = None) -> npt.NDArray[Any]:
+        """Read an in-level box of ``level`` (default: the working level) as ``(C, rows, cols)``."""
+        level = self.level if level is None else level
         slide, lock = self._handle()
-        ds = float(slide.level_downsamples[self.level])
-        location = (round(window.col_off * ds), round(window.row_off * ds))
         try:
             with lock:
-                region = slide.read_region(location, self.level, (window.width, window.height))
+                if self.backend == "tiffslide":
+                    return self._read_native(slide, window, level)
+                return self._read_openslide(slide, window, level)
+        except InputError:
+            raise
         except Exception as exc:
             reason = " ".join(str(exc).split())
             raise InputError(f"{self.path}: cannot read region {window} ({reason})") from None
+
+    def _read_native(self, slide: Any, window: Window, level: int) -> npt.NDArray[Any]:
+        array = slide.zarr_group[str(level)]
+        rows, cols = window.to_slices()
+        axes = slide.properties["tiffslide.series-axes"]
+        if axes == "YXS":
+            return np.moveaxis(np.asarray(array[rows, cols, :]), -1, 0)
+        if axes == "CYX":
+            return np.asarray(array[:, rows, cols])
+        return np.asarray(array[rows, cols])[None]
+
+    def _read_openslide(self, slide: Any, window: Window, level: int) -> npt.NDArray[Any]:
+        ds = float(slide.level_downsamples[level])
+        location = (round(window.col_off * ds), round(window.row_off * ds))
+        region = slide.read_region(location, level, (window.width, window.height))
         rgba = np.asarray(region)
         rgb = rgba[..., :3].copy()
         if rgba.shape[-1] == 4:
@@ -162,10 +353,12 @@ class SlideSource(Source):
             box = Window(
                 window.row_off * k, window.col_off * k, window.height * k, window.width * k
             )
-            pixels = self._read_level(box).astype(np.float32)
-            mean = pixels.reshape(3, window.height, k, window.width, k).mean(axis=(2, 4))
-            resampled: npt.NDArray[Any] = np.rint(mean).astype(np.uint8)[index]
-            return resampled
+            pixels = self._read_level(box)[index].astype(np.float32)
+            count = len(index)
+            mean = pixels.reshape(count, window.height, k, window.width, k).mean(axis=(2, 4))
+            if np.issubdtype(self.dtype, np.integer):
+                mean = np.rint(mean)
+            return mean.astype(self.dtype)
         rows = np.minimum(
             ((np.arange(window.row_off, window.row_stop) + 0.5) * self.factor).astype(int), lh - 1
         )
@@ -178,40 +371,65 @@ class SlideSource(Source):
         nearest: npt.NDArray[Any] = data[:, (rows - r0)[:, None], (cols - c0)[None, :]][index]
         return nearest
 
+    def overview(self, max_size: int = 1024) -> tuple[npt.NDArray[Any], tuple[float, float]]:
+        """Return a low-resolution view of the working frame, ``(C, rows, cols)`` of the bands.
+
+        Read level-native from the coarsest level at least ``max_size`` on its long side (or
+        the finest when none is), then subsampled by an integer step to ``<= max_size``.
+
+        Returns
+        -------
+        image, scale
+            The overview and the working pixels per overview pixel ``(rows, cols)``.
+        """
+        size = max(1, int(max_size))
+        large = [i for i, (h, w) in enumerate(self.level_shapes) if max(h, w) >= size]
+        level = large[-1] if large else 0
+        height, width = self.level_shapes[level]
+        step = max(1, int(np.ceil(max(height, width) / size)))
+        if self.backend == "openslide":
+            slide, lock = self._handle()
+            with lock:
+                thumb = slide.get_thumbnail((size, size)).convert("RGB")
+            image = np.moveaxis(np.asarray(thumb), -1, 0)
+        else:
+            image = self._read_level(Window(0, 0, height, width), level)[:, ::step, ::step]
+        image = image[[band - 1 for band in self.bands]]
+        rows, cols = self.shape
+        return image, (rows / image.shape[1], cols / image.shape[2])
+
     def valid_pixels(self, window: Window, pixels: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
-        """Blank background (every band >= 250: white glass, or transparent) is invalid."""
+        """Blank brightfield background (8-bit, every band >= 250: white glass) is invalid."""
+        if self.dtype != np.uint8:
+            return np.ones((window.height, window.width), dtype=bool)
         return ~np.all(pixels >= 250, axis=0)
 
     def thumbnail(self, max_size: int = 1024) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
-        """Return the slide library's thumbnail (from its smallest level) of the selected bands."""
-        slide, lock = self._handle()
-        with lock:
-            thumb = np.asarray(slide.get_thumbnail((max_size, max_size)).convert("RGB"))
-        pixels = np.moveaxis(thumb, -1, 0)[[band - 1 for band in self.bands]]
+        """Return the level-native :meth:`overview` of the selected bands, all valid."""
+        pixels, _ = self.overview(max_size)
         return pixels, np.ones(pixels.shape[1:], dtype=bool)
 
     def validity(self, max_size: int = 1024) -> Validity | None:
-        """Tissue mask: Otsu threshold of a thumbnail (tissue is darker than the glass)."""
-        from skimage.filters import threshold_otsu
+        """Tissue mask (``auto`` polarity); see :mod:`pipeline.read.tissue` for the options."""
+        from pipeline.read.tissue import detect_tissue
 
-        slide, lock = self._handle()
-        with lock:
-            thumb = np.asarray(slide.get_thumbnail((max_size, max_size)).convert("RGB"))
-        gray = thumb.astype(np.float32).mean(axis=-1)
-        if float(gray.max() - gray.min()) < 8:
-            return None  # flat thumbnail: no contrast to threshold, keep every tile
-        mask = gray < threshold_otsu(gray)  # type: ignore[no-untyped-call]
-        height, width = self.shape
-        return Validity(mask, (height / mask.shape[0], width / mask.shape[1]))
+        return detect_tissue(self, "auto", max_size=max_size).validity
 
     def describe(self) -> dict[str, Any]:
         """Add the pyramid to the summary."""
-        slide = self._slide()
         info = super().describe()
+        height0, width0 = self.level_shapes[0]
         info["levels"] = [
-            {"dimensions": list(dims), "downsample": float(ds)}
-            for dims, ds in zip(slide.level_dimensions, slide.level_downsamples, strict=True)
+            {
+                "dimensions": [w, h],
+                "downsample": [height0 / h, width0 / w],
+                "mpp": None if self.mpp0 is None else self.mpp0 * width0 / w,
+            }
+            for h, w in self.level_shapes
         ]
         info["mpp0"] = self.mpp0
         info["backend"] = self.backend
+        info["level_native"] = self.level_native
+        if self.notes:
+            info["notes"] = list(self.notes)
         return info

@@ -1,0 +1,115 @@
+"""Slides read level-native: fractional Aperio downsamples, OME-TIFF SubIFDs, per-axis
+downsample, --source-mpp, and OpenSlide's stated limitation."""
+
+import numpy as np
+import pytest
+import tifffile
+from shapely.geometry import Point
+
+from pipeline.errors import ConfigError
+from pipeline.read import SlideSource, open_source
+from pipeline.read.georef import Georef
+from pipeline.read.slide import choose_level, ome_physical_size
+from pipeline.tile import Window
+from pipeline.vectorize.georef import Frame
+from tests.pipeline.read.slides import textured, write_ome, write_svs
+
+
+@pytest.fixture(scope="module")
+def svs(tmp_path_factory):
+    # odd level-0 size: levels 500x601 (downsample 2.002 x 2.0017) and 250x300 (4.004 x 4.01)
+    path = tmp_path_factory.mktemp("svs") / "fractional.svs"
+    return write_svs(path, textured(1001, 1203, seed=3), levels=3, tile=128)
+
+
+def _level(path, level):
+    with tifffile.TiffFile(path) as tiff:
+        return np.moveaxis(tiff.series[0].levels[level].asarray(), -1, 0)
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_fractional_levels_read_their_own_pixels(svs, level):
+    source = open_source(svs, level=level)
+    assert isinstance(source, SlideSource) and source.backend == "tiffslide"
+    assert source.level_native and not source.notes
+    truth = _level(svs, level)
+    assert source.shape == truth.shape[1:]
+    # any window, wherever it starts, is a slice of the level (no resampling by position)
+    for r, c in [(0, 0), (37, 91), (101, 5), (truth.shape[1] - 40, truth.shape[2] - 33)]:
+        assert np.array_equal(source.read(Window(r, c, 40, 33)), truth[:, r : r + 40, c : c + 33])
+    height0, width0 = 1001, 1203
+    dx, dy = source.georef.downsample
+    assert (dy, dx) == (height0 / truth.shape[1], width0 / truth.shape[2])
+    assert dy != dx and dx != 2**level  # fractional and different per axis
+    assert source.georef.pixel_mpp[0] == pytest.approx(0.499 * dx)
+    assert source.georef.level0_shape == (height0, width0)
+
+
+def test_openslide_resamples_fractional_levels_and_says_so(svs):
+    source = open_source(svs, level=1, slide_backend="openslide")
+    assert not source.level_native
+    assert "not exactly whole-level inference" in source.notes[0]
+    truth = _level(svs, 1)
+    read = source.read(Window(37, 91, 40, 33))
+    assert not np.array_equal(read, truth[:, 37:77, 91:124])  # the bug the native path fixes
+    level0 = open_source(svs, level=0, slide_backend="openslide")
+    assert level0.level_native and not level0.notes
+
+
+def test_level_coordinates_map_to_level0_per_axis(svs):
+    source = open_source(svs, level=1)
+    rows, cols = source.shape
+    # the level's far corner is level 0's far corner, on both axes (through the store attrs)
+    georef = Georef.from_attrs(source.georef.to_attrs())
+    assert georef.transform @ (cols, rows) == pytest.approx((1203, 1001))
+    frame = Frame.from_georef(georef, source.shape)
+    assert frame.to_map(Point(cols, rows)).coords[0] == pytest.approx((1203, 1001))
+
+
+def test_ome_subifd_pyramid_and_physical_size(tmp_path):
+    image = textured(301, 403, seed=4)
+    path = write_ome(tmp_path / "s.ome.tif", image, physical_size=(260.0, 250.0), unit="nm")
+    source = open_source(path)
+    assert isinstance(source, SlideSource)
+    info = source.describe()
+    assert [lv["dimensions"] for lv in info["levels"]] == [[403, 301], [201, 150], [100, 75]]
+    assert source.mpp0_yx == pytest.approx((0.26, 0.25))
+    level2 = open_source(path, level=2)
+    assert np.array_equal(level2.read(Window(3, 5, 20, 30)), _level(path, 2)[:, 3:23, 5:35])
+    assert level2.georef.pixel_mpp[0] == pytest.approx(0.25 * 403 / 100)
+    # a target resolution picks the matching level without resampling
+    assert open_source(path, mpp=0.5).level == 1
+
+
+def test_ome_physical_size_parsing():
+    ns = 'xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"'
+    xml = f'<OME {ns}><Image><Pixels PhysicalSizeX="0.5" PhysicalSizeY="0.5"/></Image></OME>'
+    assert ome_physical_size(xml) == (0.5, 0.5)
+    xml = f'<OME {ns}><Image><Pixels PhysicalSizeX="1" PhysicalSizeXUnit="mm"/></Image></OME>'
+    assert ome_physical_size(xml) is None  # Y missing
+    assert ome_physical_size("not xml") is None
+
+
+def test_source_mpp_supplies_a_missing_resolution(tmp_path):
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, textured(256, 320), photometric="rgb", tile=(64, 64))
+    with pytest.raises(
+        ConfigError, match="records no microns per pixel; give it with --source-mpp"
+    ):
+        open_source(path, mpp=1.0)
+    source = open_source(path, source_mpp=0.5, mpp=1.0)
+    assert source.georef.pixel_mpp[0] == pytest.approx(1.0) and source.shape == (128, 160)
+    with pytest.raises(ConfigError, match="must be a positive number"):
+        open_source(path, source_mpp=-1)
+
+
+def test_source_mpp_over_a_recorded_one_is_noted(svs):
+    source = open_source(svs, source_mpp=0.25)
+    assert source.mpp0 == 0.25 and "records 0.499" in source.notes[0]
+
+
+def test_choose_level_tolerance_and_resampling():
+    assert choose_level([0.2527, 0.5055, 1.011], 0.5) == (1, 1.0)
+    assert choose_level([0.25, 0.5], 0.5 * 1.5) == (1, 1.5)
+    with pytest.raises(ConfigError, match="finer than"):
+        choose_level([0.5, 1.0], 0.2)
