@@ -67,8 +67,11 @@ from pipeline.infer.tile import encode_tile
 from pipeline.infer.tta import with_tta
 from pipeline.read.mask import fill_invalid, invalid_mask
 from pipeline.read.open import open_source
+from pipeline.read.resolution import check_resolution, geotiff_pixel_size, slide_target
 from pipeline.read.slide import SlideSource
-from pipeline.read.source import Source
+from pipeline.read.source import Source, Validity
+from pipeline.read.stain import StainNormalizer, fit_slide
+from pipeline.read.tissue import TissueMask, detect_tissue, parse_tissue
 from pipeline.runner import Runner
 from pipeline.settings import (
     InferenceSettings,
@@ -81,11 +84,13 @@ from pipeline.store import (
     DONE,
     PENDING,
     SKIPPED,
+    TISSUE,
     complete_store,
     create_store,
     mark_tiles,
     source_id,
     write_core,
+    write_mask,
 )
 from pipeline.store.verify import damaged_tiles
 from pipeline.tile.grid import TileGrid, TilePlan
@@ -159,6 +164,7 @@ def load_gigaseg(path: str) -> tuple[Any, dict[str, Any]]:
         "bands": None if meta.bands is None else list(meta.bands),
         "mean": None if meta.mean is None else list(meta.mean),
         "std": None if meta.std is None else list(meta.std),
+        "pixel_size": meta.pixel_size,
         **_geometry(model),
     }
     return model, info
@@ -389,6 +395,7 @@ class PredictReport:
     status: str = "running"
     #: What bounded the run: model busy fraction, model / IO ceilings (Mpx/s), advice.
     bottleneck: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as plain data."""
@@ -521,8 +528,17 @@ def predict(
         raise InputError(f"{source} does not exist; check the path")
     if not isinstance(source, (np.ndarray, Source)):
         check_not_input(store_path, source)  # --overwrite would delete its own input
-    info, src, model_halo = _open_inputs(source, model, tiling.halo, inference.classes, read)
+    parse_tissue(read.tissue)
+    notes: list[str] = []
+    info, src, model_halo = _open_inputs(source, model, tiling.halo, inference.classes, read, notes)
     exact = _exactness(info, model_halo)
+    mask = _tissue_mask(src, read.tissue)
+    if mask is not None:
+        notes.append(mask.note())
+    normalizer = _stain(src, read, info, mask)
+    if normalizer is not None:
+        src = src.with_stain(normalizer)  # type: ignore[attr-defined]
+        notes.append(f"stain: {read.stain} fitted on {src.name}'s tissue, applied to every tile")
     grid = TileGrid(
         src.shape[0],
         src.shape[1],
@@ -561,7 +577,12 @@ def predict(
             "run_id": uuid.uuid4().hex,
             **({"nodata": src.nodata} if src.nodata is not None else {}),
             **{k: v for k, v in src.georef.to_attrs().items() if v is not None},
+            "stain": None if normalizer is None else normalizer.to_dict(),
         }
+        if mask is not None:
+            attrs["tissue"] = mask.to_attrs()
+        if notes:
+            attrs["notes"] = list(notes)
         ledger = create_store(
             store_path,
             shape=src.shape,
@@ -582,8 +603,12 @@ def predict(
             halo=int(info.halo or 0),
             model_halo=model_halo,
             exact=exact,
+            notes=list(notes),
         )
-        todo = _split_tiles(grid, ledger, src, store_path, attrs["run_id"], report)
+        validity = src.validity() if mask is None else mask.validity
+        if mask is not None and mask.validity is not None:
+            write_mask(store_path, TISSUE, mask.validity.mask, attrs["tissue"])
+        todo = _split_tiles(grid, ledger, validity, src, store_path, attrs["run_id"], report)
         ref = ModelRef(
             info, device=inference.device, precision=inference.precision, threads=tasks.threads
         )
@@ -678,20 +703,58 @@ def tune_call_size(ref: ModelRef, tile: int, channels: int) -> tuple[int, int, d
 
 
 def _open_inputs(
-    source: Any, model: Any, halo: int | str, classes: Any, read: ReadSettings
+    source: Any,
+    model: Any,
+    halo: int | str,
+    classes: Any,
+    read: ReadSettings,
+    notes: list[str] | None = None,
 ) -> tuple[ModelInfo, Source, int | None]:
     """Resolve the model (it may choose the bands), then open the source and cross-check.
 
     Returns the model (with the user's overrides), the source, and the model's own halo.
+    The model's pixel size picks a slide's level when neither ``level`` nor ``mpp`` is given,
+    and is checked against a GeoTIFF's (see :mod:`pipeline.read.resolution`); what was chosen
+    is appended to ``notes``.
     """
+    notes = [] if notes is None else notes
     info, network, model_halo = _resolve_model(model, halo, classes)
+    wanted = read.bands if read.bands is not None else info.bands
     src = open_source(
         source,
-        bands=read.bands if read.bands is not None else info.bands,
+        bands=wanted,
         level=read.level,
         mpp=read.mpp,
         slide_backend=read.slide_backend,
+        source_mpp=read.source_mpp,
     )
+    model_size = info.extra.get("pixel_size")
+    model_size = None if model_size is None else float(model_size)
+    if isinstance(src, SlideSource):
+        if read.level is None and read.mpp is None:
+            target, note = slide_target(model_size, src.mpp0, src.name)
+            if note:
+                notes.append(note)
+            if target is not None:
+                src = open_source(
+                    source,
+                    bands=wanted,
+                    mpp=target,
+                    slide_backend=read.slide_backend,
+                    source_mpp=read.source_mpp,
+                )
+                how = "" if src.factor == 1.0 else f", resampled {src.factor:.3g}x"
+                notes.append(
+                    f"model pixel size {target:g} µm: reading {src.name} at level {src.level} "
+                    f"({(src.georef.pixel_mpp or (0.0, 0.0))[0]:.4g} µm per pixel{how})"
+                )
+        notes.extend(src.notes)
+    elif src.georef.kind == "geo":
+        note = check_resolution(
+            geotiff_pixel_size(src.georef), model_size, unit="m", name=src.name, strict=read.strict
+        )
+        if note:
+            notes.append(note)
     if info.in_channels is not None and src.count != info.in_channels:
         raise InputError(
             f"{src.name} gives {src.count} band(s) {list(src.bands)} but model {info.path} "
@@ -721,15 +784,44 @@ def _reopen_damaged(
     return ledger
 
 
+def _tissue_mask(src: Source, tissue: str) -> TissueMask | None:
+    """Return the tissue mask of a slide; ``None`` for other sources (nodata decides)."""
+    if isinstance(src, SlideSource):
+        return detect_tissue(src, tissue)
+    if tissue != "auto":
+        raise ConfigError(
+            f"--tissue {tissue} applies to slides; {src.name} is a {type(src).__name__} whose "
+            "nodata/alpha mask decides which tiles are skipped"
+        )
+    return None
+
+
+def _stain(
+    src: Source, read: ReadSettings, info: ModelInfo, mask: TissueMask | None
+) -> StainNormalizer | None:
+    """Fit the stain normaliser of a slide (``None`` for ``--stain none``)."""
+    if read.stain == "none":
+        return None
+    if not isinstance(src, SlideSource):
+        raise ConfigError(f"--stain {read.stain} applies to slides; {src.name} is not a slide")
+    card = info.extra.get("stain")
+    return fit_slide(src, read.stain, target=read.stain_target, card=card, tissue=mask)
+
+
 def _split_tiles(
-    grid: TileGrid, ledger: Any, src: Source, store_path: str, run_id: str, report: PredictReport
+    grid: TileGrid,
+    ledger: Any,
+    validity: Validity | None,
+    src: Source,
+    store_path: str,
+    run_id: str,
+    report: PredictReport,
 ) -> list[tuple[int, int]]:
     """Return the tiles to compute; mark those without data skipped in the ledger.
 
     GeoTIFF tiles are skipped when their core is entirely nodata; slide tiles when their core
-    grown by the halo holds no tissue.
+    grown by the halo holds no tissue (see :mod:`pipeline.read.tissue`).
     """
-    validity = src.validity()
     margin = grid.halo if isinstance(src, SlideSource) else 0
     todo: list[tuple[int, int]] = []
     new_skips: list[tuple[int, int]] = []

@@ -159,9 +159,41 @@ class ReadSettings:
     slide_backend: str = option(
         "auto", "slide reader", cli="", choices=("auto", "openslide", "tiffslide")
     )
+    source_mpp: float | None = option(
+        None, "microns per level-0 pixel, for a slide that records none", parse=float
+    )
+    tissue: str = option(
+        "auto",
+        "slide tissue mask: polarity from the slide (auto), none (off), forced, or a "
+        "GeoJSON/QuPath annotation or mask raster",
+        metavar="auto|off|brightfield|fluorescence|FILE",
+    )
+    stain: str = option(
+        "none",
+        "slide stain normalisation, fitted once per slide on its tissue",
+        choices=("none", "macenko", "reinhard"),
+    )
+    stain_target: str | None = option(
+        None,
+        "stain reference: an image or a JSON of fitted parameters (default: the model "
+        "card's, else Macenko's standard H&E)",
+        metavar="FILE",
+    )
+    strict: bool = option(
+        False,
+        "refuse a GeoTIFF whose pixel size differs from the model's by more than 1.5x",
+    )
 
     def __post_init__(self) -> None:
         _set(self, "bands", parse_bands(self.bands))
+        if self.source_mpp is not None and not float(self.source_mpp) > 0:
+            raise ConfigError(f"source_mpp {self.source_mpp} must be > 0 microns per pixel")
+        if self.stain not in ("none", "macenko", "reinhard"):
+            raise ConfigError(f"stain {self.stain!r} is not one of none, macenko, reinhard")
+        if self.stain == "none" and self.stain_target is not None:
+            raise ConfigError("--stain-target needs --stain macenko or reinhard")
+        _set(self, "tissue", "auto" if self.tissue is None else str(self.tissue))
+        _set(self, "strict", bool(self.strict))
         if self.level is not None:
             _set(self, "level", _parse_int("level", self.level, 0))
         if self.mpp is not None and not float(self.mpp) > 0:

@@ -51,6 +51,10 @@ LOADERS: dict[str, str] = {
 #: Path -> number of times this process loaded it (tests check "once per worker").
 LOAD_COUNTS: dict[str, int] = {}
 
+#: Metadata kept in :attr:`ModelInfo.extra`: the pixel size the model was trained at (µm for
+#: slide models, CRS units for GeoTIFF models) and a stain-normalisation target.
+_EXTRA_KEYS = ("pixel_size", "stain")
+
 _CACHE: dict[tuple[str, str, str], Any] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -243,6 +247,7 @@ def describe_model(
         mean=tuple(float(v) for v in meta["mean"]) if meta.get("mean") else None,
         std=tuple(float(v) for v in meta["std"]) if meta.get("std") else None,
         receptive_field=meta.get("receptive_field"),
+        extra={k: meta[k] for k in _EXTRA_KEYS if meta.get(k) is not None},
     )
     return info, network
 

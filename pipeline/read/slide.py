@@ -17,9 +17,10 @@ level 0 with the level's true per-axis downsample (level-0 size / level size, pe
 
 from __future__ import annotations
 
+import copy
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,9 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.read.georef import Georef
 from pipeline.read.source import Source, Validity, cached_handle, file_stamp, parse_bands
 from pipeline.tile.grid import Window
+
+if TYPE_CHECKING:
+    from pipeline.read.stain import StainNormalizer
 
 __all__ = [
     "LEVEL_TOLERANCE",
@@ -171,6 +175,11 @@ class SlideSource(Source):
     source_mpp
         Microns per level-0 pixel, for a slide that records none (or records a wrong one).
 
+    Notes
+    -----
+    :meth:`with_stain` returns a copy whose reads are stain-normalised; :meth:`overview` is
+    always the raw pixels (the normaliser is fitted on it).
+
     Attributes
     ----------
     level_downsample
@@ -192,6 +201,7 @@ class SlideSource(Source):
         self.path = str(path)
         self.name = self.path
         self.notes: list[str] = []
+        self.stain: StainNormalizer | None = None
         if backend not in SLIDE_BACKENDS:
             raise ConfigError(
                 f"slide backend {backend!r} is not one of {', '.join(SLIDE_BACKENDS)}"
@@ -343,8 +353,27 @@ class SlideSource(Source):
             rgb[rgba[..., 3] == 0] = 255  # transparent (no scan) reads as white background
         return np.moveaxis(rgb, -1, 0)
 
+    def with_stain(self, normalizer: StainNormalizer | None) -> SlideSource:
+        """Return a copy whose reads are stain-normalised by ``normalizer`` (fitted once).
+
+        The normaliser maps each RGB pixel on its own, so tiles and the whole level agree.
+        """
+        if normalizer is not None and (self.count != 3 or self.dtype != np.uint8):
+            raise ConfigError(
+                f"stain normalisation needs 8-bit RGB, but {self.path} is read as "
+                f"{self.count} {self.dtype} band(s); use --stain none"
+            )
+        out = copy.copy(self)
+        out.stain = normalizer
+        return out
+
     def _read_box(self, window: Window) -> npt.NDArray[Any]:
-        index = [band - 1 for band in self.bands]
+        box = self._read_resampled(window, [band - 1 for band in self.bands])
+        if self.stain is not None:
+            box = self.stain(box)
+        return box
+
+    def _read_resampled(self, window: Window, index: list[int]) -> npt.NDArray[Any]:
         if self.factor == 1.0:
             return self._read_level(window)[index]
         lh, lw = self.level_shape

@@ -18,6 +18,7 @@ from pipeline.store.layout import (
     RUNNING,
     SKIPPED,
     TILES,
+    TISSUE,
     class_channel,
     class_names,
 )
@@ -38,6 +39,7 @@ from pipeline.store.zarr_store import (
     set_status,
     tile_counts,
     write_core,
+    write_mask,
 )
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "RUNNING",
     "SKIPPED",
     "TILES",
+    "TISSUE",
     "build_labels_pyramid",
     "check_resume",
     "class_channel",
@@ -77,4 +80,5 @@ __all__ = [
     "tile_counts",
     "to_stored",
     "write_core",
+    "write_mask",
 ]

@@ -7,6 +7,9 @@ Layout (one Zarr v3 group per input)::
       probabilities  (class, y, x) chunks (K, tile, tile)  uint8 p*255 | float16 | float32
       labels         (y, x)        chunks (tile, tile)     uint8 class ids, 0 = background
       tiles          (row, col)    chunks (1, 1)           0 pending, 1 done, 2 skipped
+      tissue         (y, x)        one chunk               slides: the low-resolution tissue
+                                                           mask used (1 = tissue); attrs:
+                                                           scale (store px per mask px), how
 
 A chunk never spans two tiles, so tasks write without locks and rewriting a tile is
 idempotent. The ledger is read by value: zarr does not write chunks equal to the fill value,
@@ -28,12 +31,15 @@ __all__ = [
     "RUNNING",
     "SKIPPED",
     "TILES",
+    "TISSUE",
     "class_channel",
     "class_names",
 ]
 
 #: Array names inside the group.
 PROBABILITIES, LABELS, TILES = "probabilities", "labels", "tiles"
+#: The tissue mask a slide run used (low resolution, written once by the client).
+TISSUE = "tissue"
 
 #: Ledger states of one tile in ``tiles``.
 PENDING, DONE, SKIPPED = 0, 1, 2

@@ -53,6 +53,7 @@ __all__ = [
     "set_status",
     "tile_counts",
     "write_core",
+    "write_mask",
 ]
 
 _OPEN: dict[tuple[str, str], Any] = {}
@@ -505,3 +506,28 @@ def tile_counts(path: str | Path) -> dict[str, int]:
         "skipped": skipped,
         "left": int(ledger.size) - done - skipped,
     }
+
+
+def write_mask(
+    path: str, name: str, mask: npt.NDArray[np.bool_], attrs: dict[str, Any] | None = None
+) -> None:
+    """Write a low-resolution mask the run used (e.g. :data:`TISSUE`) as uint8 (1 = kept).
+
+    ``attrs`` say how it maps to the store's pixels (``scale``: store pixels per mask pixel,
+    rows and cols) and how it was made. An existing mask of that name is replaced (a resumed
+    run records the mask it used).
+    """
+    import zarr
+
+    group = zarr.open_group(path, mode="r+")
+    array = group.create_array(
+        name,
+        shape=mask.shape,
+        chunks=mask.shape,
+        dtype="uint8",
+        fill_value=0,
+        dimension_names=("y", "x"),
+        overwrite=True,
+    )
+    array[...] = np.asarray(mask, dtype=np.uint8)
+    array.attrs.update(attrs or {})

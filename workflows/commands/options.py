@@ -60,6 +60,11 @@ def add_settings(
             "default": default,
             "help": f"{meta.get('help', '')}{shown}",
         }
+        if isinstance(default, bool):  # a switch: --flag sets the opposite of the default
+            kwargs["action"] = "store_false" if default else "store_true"
+            kwargs["help"] = str(meta.get("help", ""))
+            groups.get(item.name, parser).add_argument(flag, **kwargs)
+            continue
         if meta.get("parse") is not None:
             kwargs["type"] = meta["parse"]
         if meta.get("choices") is not None:

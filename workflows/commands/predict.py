@@ -72,4 +72,6 @@ def main(args: argparse.Namespace) -> int:
             f"{neck['advice']}",
             file=sys.stdout,
         )
+    for note in report.notes:  # what was chosen (resolution, tissue) or not guaranteed
+        print(f"gigaseg predict: {note}", file=sys.stderr)
     return 0

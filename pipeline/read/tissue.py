@@ -1,0 +1,309 @@
+"""Which parts of a slide hold tissue: brightfield, fluorescence, or the user's own mask.
+
+Tiles whose core grown by the halo holds no tissue are not read or run. The mask comes from a
+low-resolution overview of the slide, read level-native (:meth:`SlideSource.overview`):
+
+- ``brightfield``: tissue is darker than the glass (H&E, IHC): Otsu threshold, keep below.
+- ``fluorescence``: objects are brighter than the dark background (DAPI, immunofluorescence):
+  Otsu threshold, keep above.
+- ``auto``: the polarity comes from the slide's metadata when it says (OME-XML channels with an
+  emission wavelength or a fluorescence illumination; more than three channels, or 16-bit
+  channels), else from its pixels: the glass at the slide's border is brighter than the Otsu
+  threshold in brightfield, darker in fluorescence. The choice and its reason are reported.
+- ``off``: every tile is run.
+- a file: a GeoJSON / QuPath annotation (polygons in level-0 pixels) or a mask raster (any
+  size, stretched over the slide; non-zero is tissue).
+
+The mask used is returned as a :class:`TissueMask` (recorded in the store by the caller).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.read.source import Validity
+
+if TYPE_CHECKING:
+    from pipeline.read.slide import SlideSource
+
+__all__ = [
+    "POLARITIES",
+    "TISSUE_MODES",
+    "TissueMask",
+    "choose_polarity",
+    "detect_tissue",
+    "mask_from_file",
+    "parse_tissue",
+    "threshold_mask",
+]
+
+#: The ``--tissue`` keywords; any other value must be a file.
+TISSUE_MODES = ("auto", "off", "brightfield", "fluorescence")
+#: Tissue polarities: tissue darker than the background, or brighter.
+POLARITIES = ("brightfield", "fluorescence")
+_MASK_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class TissueMask:
+    """The tissue mask a run used, and how it was made.
+
+    Attributes
+    ----------
+    mode
+        What was asked: ``auto``, ``off``, ``brightfield``, ``fluorescence`` or ``file``.
+    polarity
+        ``brightfield`` / ``fluorescence`` for a detected mask, else ``None``.
+    reason
+        Why ``auto`` chose the polarity (or why no mask is used).
+    validity
+        The mask and its scale (working pixels per mask pixel); ``None``: every tile runs.
+    threshold
+        The Otsu threshold on the overview's mean intensity.
+    file
+        The user's mask file.
+    """
+
+    mode: str
+    polarity: str | None = None
+    reason: str = ""
+    validity: Validity | None = field(default=None, compare=False)
+    threshold: float | None = None
+    file: str | None = None
+
+    def to_attrs(self) -> dict[str, Any]:
+        """JSON-able record for the store (the mask itself is stored as an array)."""
+        out: dict[str, Any] = {
+            "mode": self.mode,
+            "polarity": self.polarity,
+            "reason": self.reason,
+            "threshold": self.threshold,
+            "file": self.file,
+        }
+        if self.validity is not None:
+            out["scale"] = [float(v) for v in self.validity.scale]
+            out["fraction"] = float(self.validity.mask.mean())
+        return out
+
+    def note(self) -> str:
+        """One sentence for the user: what mask is used and why."""
+        if self.validity is None:
+            return f"tissue mask: none ({self.reason})"
+        share = f"{100 * float(self.validity.mask.mean()):.0f}% of the slide"
+        if self.mode == "file":
+            return f"tissue mask: from {self.file} ({share})"
+        return f"tissue mask: {self.polarity} ({self.reason}; {share})"
+
+
+def parse_tissue(value: Any) -> str:
+    """Validate a ``--tissue`` value: a keyword of :data:`TISSUE_MODES` or an existing file."""
+    text = "auto" if value is None else str(value)
+    if text in TISSUE_MODES:
+        return text
+    if Path(text).is_file():
+        return text
+    raise ConfigError(
+        f"--tissue {text!r} is neither one of {', '.join(TISSUE_MODES)} nor an existing file "
+        "(a GeoJSON/QuPath annotation or a mask raster)"
+    )
+
+
+def _intensity(image: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    """Mean over channels, smoothed (Gaussian, sigma 1 px), as float32 ``(rows, cols)``.
+
+    The smoothing keeps sensor noise on dark fluorescence glass from crossing an Otsu
+    threshold that sits close to the background when objects are sparse.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    gray = np.asarray(image, dtype=np.float32).mean(axis=0)
+    smooth: npt.NDArray[np.float32] = gaussian_filter(gray, sigma=1.0, mode="nearest")
+    return smooth
+
+
+def threshold_mask(gray: npt.NDArray[Any], polarity: str) -> tuple[npt.NDArray[np.bool_], float]:
+    """Otsu-threshold ``gray``: tissue below (brightfield) or above (fluorescence)."""
+    from skimage.filters import threshold_otsu
+
+    if polarity not in POLARITIES:
+        raise ConfigError(f"tissue polarity {polarity!r} is not one of {', '.join(POLARITIES)}")
+    threshold = float(threshold_otsu(gray))  # type: ignore[no-untyped-call]
+    mask = gray < threshold if polarity == "brightfield" else gray > threshold
+    return mask, threshold
+
+
+def _metadata_polarity(source: SlideSource) -> str | None:  # noqa: PLR0911 (one rule a line)
+    """Fluorescence when the file says so; ``None`` when it does not say."""
+    if source.count not in (1, 3):
+        return f"fluorescence (the slide has {source.count} channels, not RGB)"
+    if np.dtype(source.dtype).itemsize > 1:
+        return f"fluorescence (the slide's channels are {source.dtype}, not 8-bit RGB)"
+    if source.backend != "tiffslide":
+        return None
+    xml = getattr(source._slide().ts_tifffile, "ome_metadata", None)
+    if not xml:
+        return None
+    text = str(xml)
+    if "EmissionWavelength" in text or 'IlluminationType="Epifluorescence"' in text:
+        return "fluorescence (OME-XML channels have emission wavelengths / epifluorescence)"
+    if 'IlluminationType="Transmitted"' in text:
+        return "brightfield (OME-XML illumination is transmitted light)"
+    return None
+
+
+def choose_polarity(gray: npt.NDArray[Any], threshold: float) -> tuple[str, str]:
+    """Tell the polarity from pixels: is the border (mostly glass) above or below Otsu.
+
+    Returns
+    -------
+    polarity, reason
+    """
+    rows, cols = gray.shape
+    ring = max(1, min(rows, cols) // 20)
+    border = np.concatenate(
+        [
+            gray[:ring].ravel(),
+            gray[-ring:].ravel(),
+            gray[:, :ring].ravel(),
+            gray[:, -ring:].ravel(),
+        ]
+    )
+    background = float(np.median(border))
+    if background >= threshold:
+        return "brightfield", f"background {background:.0f} above threshold {threshold:.0f}"
+    return "fluorescence", f"background {background:.0f} below threshold {threshold:.0f}"
+
+
+def detect_tissue(
+    source: SlideSource, tissue: str = "auto", max_size: int = _MASK_SIZE
+) -> TissueMask:
+    """Build the tissue mask of ``source`` for a ``--tissue`` value (see the module doc)."""
+    tissue = parse_tissue(tissue)
+    if tissue == "off":
+        return TissueMask("off", reason="--tissue off: every tile is run")
+    if tissue not in TISSUE_MODES:
+        return mask_from_file(tissue, source, max_size=max_size)
+    image, scale = source.overview(max_size)
+    gray = _intensity(image)
+    if float(gray.max() - gray.min()) < 1e-6 * max(1.0, float(abs(gray).max())) or (
+        np.dtype(source.dtype) == np.uint8 and float(gray.max() - gray.min()) < 8
+    ):
+        return TissueMask(tissue, reason="the overview is flat: no contrast to threshold")
+    if tissue == "auto":
+        said = _metadata_polarity(source)
+        if said is not None:
+            polarity, _, reason = said.partition(" (")
+            reason = "from metadata: " + reason.rstrip(")")
+            mask, threshold = threshold_mask(gray, polarity)
+        else:
+            _, threshold = threshold_mask(gray, "brightfield")
+            polarity, reason = choose_polarity(gray, threshold)
+            reason = "from pixels: " + reason
+            mask, threshold = threshold_mask(gray, polarity)
+    else:
+        polarity, reason = tissue, "as asked"
+        mask, threshold = threshold_mask(gray, polarity)
+    return TissueMask(
+        tissue,
+        polarity=polarity,
+        reason=reason,
+        validity=Validity(mask, scale),
+        threshold=threshold,
+    )
+
+
+def _load_polygons(path: Path) -> list[Any]:
+    """Polygons of a GeoJSON FeatureCollection, a Feature, a geometry or a QuPath list."""
+    from shapely.geometry import shape
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise InputError(f"tissue file {path} is not readable GeoJSON ({reason})") from None
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        items = data.get("features") or []
+    elif isinstance(data, list):
+        items = data
+    else:
+        items = [data]
+    polygons = []
+    for item in items:
+        geometry = item.get("geometry") if isinstance(item, dict) and "geometry" in item else item
+        if not isinstance(geometry, dict) or geometry.get("type") not in (
+            "Polygon",
+            "MultiPolygon",
+        ):
+            continue
+        try:
+            polygons.append(shape(geometry))
+        except Exception as exc:
+            reason = " ".join(str(exc).split())
+            raise InputError(f"tissue file {path} has a bad polygon ({reason})") from None
+    if not polygons:
+        raise InputError(
+            f"tissue file {path} holds no Polygon/MultiPolygon features; give annotations in "
+            "level-0 pixel coordinates (QuPath GeoJSON) or a mask raster"
+        )
+    return polygons
+
+
+def mask_from_file(path: str, source: SlideSource, max_size: int = _MASK_SIZE) -> TissueMask:
+    """Build the user's mask: GeoJSON/QuPath polygons (level-0 pixels) or a mask raster."""
+    file = Path(path)
+    rows, cols = source.shape
+    factor = max(1.0, max(rows, cols) / max_size)
+    out_shape = (max(1, round(rows / factor)), max(1, round(cols / factor)))
+    scale = (rows / out_shape[0], cols / out_shape[1])
+    if file.suffix.lower() in (".geojson", ".json"):
+        from affine import Affine
+        from rasterio.features import rasterize
+
+        dx, dy = source.georef.downsample
+        # mask pixel -> level-0 pixel
+        transform = Affine(scale[1] * dx, 0.0, 0.0, 0.0, scale[0] * dy, 0.0)
+        mask = rasterize(
+            _load_polygons(file), out_shape=out_shape, transform=transform, all_touched=True
+        ).astype(bool)
+        reason = "polygons in level-0 pixels"
+    else:
+        mask = _read_mask_raster(file, (rows, cols), out_shape)
+        reason = "mask raster stretched over the slide"
+    if not mask.any():
+        raise InputError(f"tissue file {path} marks no tissue inside {source.name}")
+    return TissueMask("file", reason=reason, validity=Validity(mask, scale), file=str(path))
+
+
+def _read_mask_raster(
+    file: Path, shape: tuple[int, int], out_shape: tuple[int, int]
+) -> npt.NDArray[np.bool_]:
+    import warnings
+
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(file) as dataset:
+                height, width = dataset.height, dataset.width
+                data = dataset.read(1, out_shape=out_shape, resampling=Resampling.nearest)
+    except RasterioIOError as exc:
+        reason = " ".join(str(exc).split())
+        raise InputError(f"tissue file {file} is not a readable mask raster ({reason})") from None
+    rows, cols = shape
+    if abs((height / width) / (rows / cols) - 1) > 0.02:
+        raise InputError(
+            f"tissue mask {file} is {width}x{height} but the slide is {cols}x{rows}: their "
+            "aspect ratios differ; give a mask of the whole slide"
+        )
+    mask: npt.NDArray[np.bool_] = data > 0
+    return mask

@@ -1,0 +1,115 @@
+"""Tissue masks: brightfield and fluorescence polarity (auto from pixels or metadata), off,
+and the user's own mask (GeoJSON/QuPath polygons or a raster)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.read import open_source
+from pipeline.read.tissue import detect_tissue, parse_tissue
+from tests.pipeline.read.slides import brightfield, fluorescence, write_ome, write_svs
+
+ROWS, COLS = 601, 803
+
+
+def _iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+def _truth_at(mask, shape):
+    rows = np.linspace(0, mask.shape[0] - 1, shape[0]).round().astype(int)
+    cols = np.linspace(0, mask.shape[1] - 1, shape[1]).round().astype(int)
+    return mask[rows[:, None], cols[None, :]]
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tissue")
+    bright, bright_mask = brightfield(ROWS, COLS, seed=1)
+    dark, dark_mask = fluorescence(ROWS, COLS, seed=2)
+    return {
+        "brightfield": (write_svs(folder / "he.svs", bright, levels=2, tile=128), bright_mask),
+        "fluorescence": (write_svs(folder / "dapi.svs", dark, levels=2, tile=128), dark_mask),
+    }
+
+
+@pytest.mark.parametrize("kind", ["brightfield", "fluorescence"])
+def test_auto_chooses_the_polarity_from_pixels(slides, kind):
+    path, truth = slides[kind]
+    mask = detect_tissue(open_source(path), "auto", max_size=256)
+    assert mask.polarity == kind
+    assert mask.reason.startswith("from pixels: background")
+    assert _iou(mask.validity.mask, _truth_at(truth, mask.validity.mask.shape)) > 0.9
+    assert kind in mask.note()
+    wrong = "fluorescence" if kind == "brightfield" else "brightfield"
+    inverted = detect_tissue(open_source(path), wrong, max_size=256)
+    assert _iou(inverted.validity.mask, _truth_at(truth, inverted.validity.mask.shape)) < 0.1
+
+
+def test_auto_reads_fluorescence_from_ome_metadata(tmp_path):
+    image, truth = fluorescence(300, 400, seed=3)
+    channels = (np.moveaxis(image, -1, 0)[:2].astype(np.uint16) * 200) + 1000  # bright offset
+    path = write_ome(tmp_path / "if.ome.tif", channels, channels=["DAPI", "FITC"])
+    source = open_source(path)
+    assert source.count == 2 and source.dtype == np.uint16
+    mask = detect_tissue(source, "auto")
+    assert mask.polarity == "fluorescence" and mask.reason.startswith("from metadata")
+    assert _iou(mask.validity.mask, _truth_at(truth, mask.validity.mask.shape)) > 0.9
+
+
+def test_off_and_flat(slides, tmp_path):
+    path, _ = slides["brightfield"]
+    off = detect_tissue(open_source(path), "off")
+    assert off.validity is None and off.to_attrs()["mode"] == "off"
+    flat = write_svs(tmp_path / "flat.svs", np.full((200, 300, 3), 240, np.uint8), levels=1)
+    assert detect_tissue(open_source(flat), "auto").validity is None
+
+
+def test_user_polygons_in_level0_pixels(slides, tmp_path):
+    path, _ = slides["brightfield"]
+    box = [[100, 50], [300, 50], [300, 150], [100, 150], [100, 50]]  # x, y in level-0 pixels
+    qupath = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [box]},
+            "properties": {"objectType": "annotation", "classification": {"name": "Tissue"}},
+        }
+    ]
+    file = tmp_path / "tissue.geojson"
+    file.write_text(json.dumps(qupath))
+    level1 = open_source(path, level=1)  # downsample ~2: mask pixels map through it
+    mask = detect_tissue(level1, str(file))
+    assert mask.mode == "file" and mask.file == str(file)
+    rows, cols = np.nonzero(mask.validity.mask)
+    srow, scol = mask.validity.scale
+    dx, dy = level1.georef.downsample
+    # the marked box, in level-0 pixels, within one mask pixel
+    assert rows.min() * srow * dy == pytest.approx(50, abs=srow * dy + 1)
+    assert (rows.max() + 1) * srow * dy == pytest.approx(150, abs=srow * dy + 1)
+    assert cols.min() * scol * dx == pytest.approx(100, abs=scol * dx + 1)
+    assert (cols.max() + 1) * scol * dx == pytest.approx(300, abs=scol * dx + 1)
+
+
+def test_user_mask_raster(slides, tmp_path):
+    path, _ = slides["brightfield"]
+    picture = np.zeros((60, 80), np.uint8)
+    picture[:30, :40] = 255  # top-left quarter
+    file = tmp_path / "mask.png"
+    Image.fromarray(picture).save(file)
+    mask = detect_tissue(open_source(path), str(file))
+    assert mask.validity.mask.mean() == pytest.approx(0.25, abs=0.02)
+    assert mask.validity.mask[0, 0] and not mask.validity.mask[-1, -1]
+    Image.fromarray(np.zeros((10, 80), np.uint8)).save(tmp_path / "thin.png")
+    with pytest.raises(InputError, match="aspect ratios differ"):
+        detect_tissue(open_source(path), str(tmp_path / "thin.png"))
+
+
+def test_bad_tissue_values(tmp_path):
+    with pytest.raises(ConfigError, match="neither one of auto, off, brightfield, fluorescence"):
+        parse_tissue("bright")
+    empty = tmp_path / "empty.geojson"
+    empty.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    assert parse_tissue(str(empty)) == str(empty)
