@@ -64,8 +64,10 @@ class Scene:
         The input's key path in the workflow (``inputs[1]``), for messages.
     source
         The file to read.
-    bands, level, mpp
-        Read settings after per-input overrides.
+    bands, level, mpp, source_mpp, tissue
+        Read settings after per-input overrides (a tissue file resolved against ``root``).
+    stain_target
+        ``read.stain_target`` resolved against ``root``.
     store
         The Zarr store it predicts into.
     exports
@@ -83,6 +85,9 @@ class Scene:
     store: Path
     exports: tuple[tuple[Path, str], ...] = ()
     shape: tuple[int, int] | None = None
+    source_mpp: float | None = None
+    tissue: str = "auto"
+    stain_target: str | None = None
 
     @property
     def name(self) -> str:
@@ -214,6 +219,15 @@ def make_plan(
     name = workflow.name or (source.stem if source is not None else "workflow")
     model = _check_model(workflow, base, problems)
     sources = _expand_inputs(workflow, base, problems)
+    stain_target = None
+    if workflow.read.stain_target is not None:
+        stain_path = _resolve(base, workflow.read.stain_target)
+        if not stain_path.is_file():
+            problems.append(
+                f"read.stain_target: {_show(stain_path, base)} does not exist; give a reference "
+                "image or a JSON of fitted stain parameters"
+            )
+        stain_target = str(stain_path)
     out_dir = _resolve(base, _fill(workflow.output.dir, {"workflow": name}))
     report = _resolve(base, _fill(workflow.output.report, {"dir": out_dir, "workflow": name}))
     owners: dict[Path, str] = {report.resolve(): "output.report"}
@@ -243,9 +257,11 @@ def make_plan(
             if target.exists() and not (resume or overwrite):
                 problems.append(_exists(out_key, target, base))
         bands, level, mpp = _read_settings(workflow, item)
+        source_mpp = item.source_mpp if item.source_mpp is not None else workflow.read.source_mpp
+        tissue = _tissue(item, key, workflow, base, problems)
         shape: tuple[int, int] | None = None
         if probe:
-            shape, problem = _probe(path, key, item, bands, level, mpp, model)
+            shape, problem = _probe(path, key, item, bands, level, mpp, model, source_mpp)
             if problem:
                 problems.append(problem)
         scenes.append(
@@ -259,6 +275,9 @@ def make_plan(
                 store=store,
                 exports=exports,
                 shape=shape,
+                source_mpp=source_mpp,
+                tissue=tissue,
+                stain_target=stain_target,
             )
         )
     if problems:
@@ -378,6 +397,23 @@ def _read_settings(
     return bands, workflow.read.level, workflow.read.mpp
 
 
+def _tissue(item: InputSpec, key: str, workflow: Workflow, base: Path, problems: list[str]) -> str:
+    """Return the tissue keyword or mask file of one input (a file resolved against root)."""
+    from pipeline.read.tissue import TISSUE_MODES
+
+    value = item.tissue if item.tissue is not None else workflow.read.tissue
+    where = f"{key}.tissue" if item.tissue is not None else "read.tissue"
+    if value in TISSUE_MODES:
+        return value
+    path = _resolve(base, value)
+    if not path.is_file():
+        problems.append(
+            f"{where}: {value!r} is neither one of {', '.join(TISSUE_MODES)} nor an existing "
+            f"file ({_show(path, base)})"
+        )
+    return str(path)
+
+
 def _probe(
     path: Path,
     key: str,
@@ -386,6 +422,7 @@ def _probe(
     level: int | None,
     mpp: float | None,
     model: ModelInfo | None,
+    source_mpp: float | None = None,
 ) -> tuple[tuple[int, int] | None, str | None]:
     """Open the input's header; return its shape, or a problem naming the key."""
     try:
@@ -396,7 +433,11 @@ def _probe(
     bands_key = f"{key}.bands" if item.bands is not None else "read.bands"
     try:
         reader = open_source(
-            str(path), bands=list(wanted) if wanted else None, level=level, mpp=mpp
+            str(path),
+            bands=list(wanted) if wanted else None,
+            level=level,
+            mpp=mpp,
+            source_mpp=source_mpp,
         )
     except GigasegError as exc:
         where = bands_key if "band" in str(exc).lower() else f"{key}.path"

