@@ -290,7 +290,8 @@ def load_target(method: str, target: Any = None, card: dict[str, Any] | None = N
     target
         A JSON of fitted parameters, or a reference image (PNG/JPEG/TIFF) fitted here.
     card
-        The model's ``stain`` entry (fitted parameters), used when ``target`` is not given.
+        The model card's ``stain`` entry, used when ``target`` is not given: fitted
+        parameters, or ``{method: macenko}`` alone for Macenko's standard reference.
     """
     if target is not None:
         path = Path(str(target))
@@ -304,6 +305,8 @@ def load_target(method: str, target: Any = None, card: dict[str, Any] | None = N
             fit = StainFit.from_dict(data, where=f"stain target {path}")
         else:
             fit = fit_stain(method, _read_image(path))
+    elif card and set(card) == {"method"} and card["method"] == "macenko":
+        fit = StainFit.from_dict(MACENKO_REFERENCE)  # a card naming the method only
     elif card:
         fit = StainFit.from_dict(card, where="the model card's stain entry")
     elif method == "macenko":

@@ -121,6 +121,9 @@ def test_lab_round_trip():
 
 def test_targets(tmp_path):
     assert load_target("macenko").to_dict() == MACENKO_REFERENCE
+    assert load_target("macenko", card={"method": "macenko"}).to_dict() == MACENKO_REFERENCE
+    with pytest.raises(ConfigError, match="card's stain entry: reinhard needs 'mean'"):
+        load_target("reinhard", card={"method": "reinhard"})
     with pytest.raises(ConfigError, match="reinhard needs a target"):
         load_target("reinhard")
     fitted = fit_reinhard(he_image(_stains(H_VECTOR, E_VECTOR)))
