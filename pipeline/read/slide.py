@@ -318,14 +318,19 @@ class SlideSource(Source):
     # ----------------------------------------------------------------------------------
     # Reading
 
-    def _read_level(self, window: Window, level: int | None = None) -> npt.NDArray[Any]:
-        """Read an in-level box of ``level`` (default: the working level) as ``(C, rows, cols)``."""
+    def _read_level(
+        self, window: Window, level: int | None = None, step: int = 1
+    ) -> npt.NDArray[Any]:
+        """Read an in-level box of ``level`` (default: the working level) as ``(C, rows, cols)``.
+
+        ``step`` > 1 keeps every ``step``-th pixel (tifffile formats only: overviews).
+        """
         level = self.level if level is None else level
         slide, lock = self._handle()
         try:
             with lock:
                 if self.backend == "tiffslide":
-                    return self._read_native(slide, window, level)
+                    return self._read_native(slide, window, level, step)
                 return self._read_openslide(slide, window, level)
         except InputError:
             raise
@@ -333,9 +338,12 @@ class SlideSource(Source):
             reason = " ".join(str(exc).split())
             raise InputError(f"{self.path}: cannot read region {window} ({reason})") from None
 
-    def _read_native(self, slide: Any, window: Window, level: int) -> npt.NDArray[Any]:
+    def _read_native(
+        self, slide: Any, window: Window, level: int, step: int = 1
+    ) -> npt.NDArray[Any]:
         array = slide.zarr_group[str(level)]
-        rows, cols = window.to_slices()
+        rows = slice(window.row_off, window.row_stop, step)
+        cols = slice(window.col_off, window.col_stop, step)
         axes = slide.properties["tiffslide.series-axes"]
         if axes == "YXS":
             return np.moveaxis(np.asarray(array[rows, cols, :]), -1, 0)
@@ -411,18 +419,26 @@ class SlideSource(Source):
         image, scale
             The overview and the working pixels per overview pixel ``(rows, cols)``.
         """
+        return self._overview(max_size, exact=False)
+
+    def _overview(
+        self, max_size: int, *, exact: bool
+    ) -> tuple[npt.NDArray[Any], tuple[float, float]]:
         size = max(1, int(max_size))
         large = [i for i, (h, w) in enumerate(self.level_shapes) if max(h, w) >= size]
         level = large[-1] if large else 0
         height, width = self.level_shapes[level]
-        step = max(1, int(np.ceil(max(height, width) / size)))
+        # exact: the largest step that keeps >= max_size pixels (then resized down to it);
+        # otherwise the smallest step that fits in max_size. Strided reads stay chunk-bounded.
+        long = max(height, width)
+        step = max(1, long // size) if exact else max(1, int(np.ceil(long / size)))
         if self.backend == "openslide":
             slide, lock = self._handle()
             with lock:
                 thumb = slide.get_thumbnail((size, size)).convert("RGB")
             image = np.moveaxis(np.asarray(thumb), -1, 0)
         else:
-            image = self._read_level(Window(0, 0, height, width), level)[:, ::step, ::step]
+            image = self._read_level(Window(0, 0, height, width), level, step)
         image = image[[band - 1 for band in self.bands]]
         rows, cols = self.shape
         return image, (rows / image.shape[1], cols / image.shape[2])
@@ -434,8 +450,29 @@ class SlideSource(Source):
         return ~np.all(pixels >= 250, axis=0)
 
     def thumbnail(self, max_size: int = 1024) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
-        """Return the level-native :meth:`overview` of the selected bands, all valid."""
-        pixels, _ = self.overview(max_size)
+        """Return a thumbnail of the selected bands whose long side is ``max_size``, all valid.
+
+        Like OpenSlide's ``get_thumbnail``: the level-native overview resized (area average
+        for 8-bit, nearest otherwise) to keep the aspect ratio.
+        """
+        from PIL import Image
+
+        pixels, _ = self._overview(max_size, exact=True)
+        rows, cols = self.shape
+        factor = max(rows / max_size, cols / max_size, 1.0)
+        height, width = max(1, round(rows / factor)), max(1, round(cols / factor))
+        if pixels.shape[1:] != (height, width):
+            if pixels.dtype == np.uint8:
+                pixels = np.stack(
+                    [
+                        np.asarray(Image.fromarray(band).resize((width, height), Image.BOX))
+                        for band in pixels
+                    ]
+                )
+            else:
+                r = (np.arange(height) * pixels.shape[1] / height).astype(int)
+                c = (np.arange(width) * pixels.shape[2] / width).astype(int)
+                pixels = pixels[:, r[:, None], c[None, :]]
         return pixels, np.ones(pixels.shape[1:], dtype=bool)
 
     def validity(self, max_size: int = 1024) -> Validity | None:
