@@ -532,13 +532,7 @@ def predict(
     notes: list[str] = []
     info, src, model_halo = _open_inputs(source, model, tiling.halo, inference.classes, read, notes)
     exact = _exactness(info, model_halo)
-    mask = _tissue_mask(src, read.tissue)
-    if mask is not None:
-        notes.append(mask.note())
-    normalizer = _stain(src, read, info, mask)
-    if normalizer is not None:
-        src = src.with_stain(normalizer)  # type: ignore[attr-defined]
-        notes.append(f"stain: {read.stain} fitted on {src.name}'s tissue, applied to every tile")
+    src, mask, normalizer = _tissue_and_stain(src, read, info, notes)
     grid = TileGrid(
         src.shape[0],
         src.shape[1],
@@ -782,6 +776,20 @@ def _reopen_damaged(
         for index in damaged:
             ledger[index] = PENDING
     return ledger
+
+
+def _tissue_and_stain(
+    src: Source, read: ReadSettings, info: ModelInfo, notes: list[str]
+) -> tuple[Source, TissueMask | None, StainNormalizer | None]:
+    """Detect the slide's tissue and fit its stain normaliser; return the source to read."""
+    mask = _tissue_mask(src, read.tissue)
+    if mask is not None:
+        notes.append(mask.note())
+    normalizer = _stain(src, read, info, mask)
+    if normalizer is not None:
+        src = src.with_stain(normalizer)  # type: ignore[attr-defined]
+        notes.append(f"stain: {read.stain} fitted on {src.name}'s tissue, applied to every tile")
+    return src, mask, normalizer
 
 
 def _tissue_mask(src: Source, tissue: str) -> TissueMask | None:
