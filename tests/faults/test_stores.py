@@ -23,6 +23,7 @@ import pytest
 from pipeline.errors import StoreError
 from pipeline.predict import predict
 from pipeline.store import read_attrs, set_status
+from pipeline.store.verify import chunk_key
 from tests.workflows.conftest import read_store, write_geotiff
 from workflows.cli import main as cli
 
@@ -41,6 +42,13 @@ def store(tmp_path: Path, scene: Path, tiny_model: Path) -> Path:
     return out
 
 
+def chunk(store: Path, name: str, index: tuple[int, ...]) -> str:
+    """The store-relative key of one chunk, in the store's own key encoding."""
+    import zarr
+
+    return chunk_key(zarr.open_group(str(store), mode="r")[name], index)
+
+
 def one_line(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err, err
@@ -55,21 +63,23 @@ def resume_verify(scene: Path, model: Path, store: Path) -> int:
 
 def test_every_done_tile_writes_its_chunks(store: Path) -> None:
     assert read_attrs(store)["chunks_always_written"] is True
-    assert len(list((store / "labels" / "c").rglob("*"))) - 2 == 6  # 2 row folders, 6 chunks
+    keys = [chunk(store, "labels", (r, c)) for r in range(2) for c in range(3)]
+    assert all((store / key).is_file() for key in keys)  # 6 tiles, 6 chunks
 
 
 def test_a_deleted_chunk_is_found_refused_and_recomputed(
     store: Path, scene: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = read_store(store)
-    (store / "labels" / "c" / "1" / "2").unlink()
+    key = chunk(store, "labels", (1, 2))
+    (store / key).unlink()
     assert cli(["status", str(store), "--verify"]) == 1
     line = one_line(capsys)
-    assert "1 done tile(s) have damaged chunks (labels/c/1/2 missing)" in line
+    assert f"1 done tile(s) have damaged chunks ({key} missing)" in line
     assert "--resume --verify" in line
     out = store.parent / "x.geojson"
     assert cli(["vectorize", str(store), "--out", str(out), "--workers", "0", "--no-progress"]) == 1
-    assert "labels/c/1/2 missing" in one_line(capsys) and not out.exists()
+    assert f"{key} missing" in one_line(capsys) and not out.exists()
     assert resume_verify(scene, tiny_model, store) == 0
     assert "1 tiles computed" in capsys.readouterr().out
     after = read_store(store)
@@ -83,14 +93,14 @@ def test_a_corrupt_chunk_is_one_line_and_recomputed(
     store: Path, scene: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = read_store(store)
-    chunk = store / "labels" / "c" / "0" / "1"
-    chunk.write_bytes(b"\x28\xb5\x2f\xfd" + b"garbage" * 20)  # a zstd magic, then junk
+    key = chunk(store, "labels", (0, 1))
+    (store / key).write_bytes(b"\x28\xb5\x2f\xfd" + b"garbage" * 20)  # zstd magic, then junk
     assert cli(["status", str(store), "--verify"]) == 1
-    assert "labels/c/0/1 cannot be decoded" in one_line(capsys)
+    assert f"{key} cannot be decoded" in one_line(capsys)
     out = store.parent / "x.geojson"
     assert cli(["vectorize", str(store), "--out", str(out), "--workers", "0", "--no-progress"]) == 1
     line = one_line(capsys)
-    assert "chunk labels/c/0/1 cannot be decoded" in line and "--resume --verify" in line
+    assert f"chunk {key} cannot be decoded" in line and "--resume --verify" in line
     assert not out.exists()
     assert resume_verify(scene, tiny_model, store) == 0
     np.testing.assert_array_equal(before[1], read_store(store)[1])
