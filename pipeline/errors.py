@@ -20,6 +20,7 @@ __all__ = [
     "GigasegWarning",
     "InputError",
     "ModelOutputError",
+    "ModelRunError",
     "OutputExistsError",
     "ReadError",
     "StoreError",
@@ -49,6 +50,10 @@ class CheckpointError(GigasegError, ValueError):
 
 class ModelOutputError(GigasegError, ArithmeticError):
     """A model returned non-finite values (NaN/Inf weights, or an overflow at low precision)."""
+
+
+class ModelRunError(GigasegError, RuntimeError):
+    """The model's runtime (onnxruntime, TorchScript) rejected an input or failed on it."""
 
 
 class StoreError(GigasegError, OSError):

@@ -23,7 +23,7 @@ import uuid
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from pipeline.infer.feed import (
     reader_seconds,
     recommend_readers,
 )
+from pipeline.infer.measure import measure_halo
 from pipeline.infer.model import (
     ModelInfo,
     ModelRef,
@@ -93,7 +94,7 @@ from pipeline.store import (
     write_mask,
 )
 from pipeline.store.verify import damaged_tiles
-from pipeline.tile.grid import TileGrid, TilePlan
+from pipeline.tile.grid import TileGrid, TilePlan, Window
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -103,6 +104,7 @@ __all__ = [
     "TileJob",
     "TileResult",
     "complete_metadata",
+    "fit_percentiles",
     "load_gigaseg",
     "predict",
     "run_tile",
@@ -406,18 +408,38 @@ class PredictReport:
 # Option parsing
 
 
-def _resolve_model(model: Any, halo: Any, classes: Any) -> tuple[ModelInfo, Any, int | None]:
-    """Return the model with the user's overrides, its network, and the model's own halo."""
+def _resolve_model(
+    model: Any, halo: Any, classes: Any, card: Any = None
+) -> tuple[ModelInfo, Any, int | None]:
+    """Return the model with the user's overrides, its network, and the model's own halo.
+
+    A card that says ``halo: measure`` has the halo probed by perturbation here.
+    """
     path = str(model)
     kind = model_kind(path)
-    info, network = describe_model(path, kind=kind, complete=complete_metadata)
+    info, network = describe_model(path, kind=kind, complete=complete_metadata, card=card)
+    if info.halo is None and info.measure_halo:
+        forward = Predictor(network, info, device="cpu", precision="fp32").logits
+        measured = measure_halo(
+            forward,
+            channels=int(info.in_channels or 1),
+            alignment=info.alignment,
+            fixed_size=info.fixed_size,
+            model=Path(path).name,
+        )
+        info = replace(info, halo=measured.halo, receptive_field=2 * measured.radius + 1)
     model_halo = info.halo
     user_halo = None if halo == "auto" else int(halo)
     info = with_overrides(info, halo=user_halo, classes=classes)
     if info.halo is None:
+        missing = ["halo", "input.layout", "output.activation"]
+        if not info.classes:
+            missing.append("classes")
         raise ConfigError(
-            f"model {path} carries no gigaseg metadata, so its halo is unknown; give --halo N "
-            "(its receptive-field radius in pixels)"
+            f"model {path} has no model card (none beside it as "
+            f"{Path(path).stem}.card.yaml, none embedded), so these are unknown: "
+            f"{', '.join(missing)}; write a card (gigaseg model-card {Path(path).name} drafts "
+            "one) or give --halo N (its receptive-field radius; NCHW logits assumed)"
         )
     return info, network, model_halo
 
@@ -530,7 +552,9 @@ def predict(
         check_not_input(store_path, source)  # --overwrite would delete its own input
     parse_tissue(read.tissue)
     notes: list[str] = []
-    info, src, model_halo = _open_inputs(source, model, tiling.halo, inference.classes, read, notes)
+    info, src, model_halo = _open_inputs(
+        source, model, tiling.halo, inference.classes, read, notes, inference.card
+    )
     exact = _exactness(info, model_halo)
     src, mask, normalizer = _tissue_and_stain(src, read, info, notes)
     grid = TileGrid(
@@ -563,6 +587,9 @@ def predict(
             "precision": resolve_precision(inference.precision, device),
             "precision_requested": resolve_precision(inference.precision, device),
             "classes": list(info.classes),
+            "class_colors": None
+            if info.colors is None
+            else [None if c is None else list(c) for c in info.colors],
             "activation": info.activation,
             "threshold": inference.threshold,
             "probabilities_dtype": inference.probabilities,
@@ -659,6 +686,8 @@ def _model_call_size(
     valid-convolution models use the whole tile up to :data:`DEFAULT_MAX_PATCH`.
     """
     batch = None if tiling.batch == "auto" else int(tiling.batch)
+    if info.fixed_size is not None:
+        return _fixed_patch(info, tiling), batch or DEFAULT_BATCH, None
     if tiling.patch != "auto":
         return int(tiling.patch), batch or DEFAULT_BATCH, None
     default = min(tiling.tile, DEFAULT_MAX_PATCH // info.alignment * info.alignment)
@@ -669,6 +698,31 @@ def _model_call_size(
     )
     patch, tuned_batch, record = tasks.call(tune_call_size, ref, tiling.tile, channels)
     return patch, batch or tuned_batch, record
+
+
+def _fixed_patch(info: ModelInfo, tiling: TilingSettings) -> int:
+    """Return the patch of a fixed-input model (``input.size`` in its card).
+
+    Such a model is run on windows of exactly its size: each patch core plus its halo fits
+    in it, so every window is still cut from the same mirror-padded image and the output
+    stays exact.
+    """
+    size = int(info.fixed_size or 0)
+    halo = int(info.halo or 0)
+    largest = (size - 2 * halo) // info.alignment * info.alignment
+    if largest <= 0:
+        raise ConfigError(
+            f"model {info.path} takes a fixed {size}px input, which leaves no core "
+            f"inside a halo of {halo}px; use a smaller --halo or a model with a larger input"
+        )
+    if tiling.patch == "auto":
+        return min(tiling.tile, largest)
+    if int(tiling.patch) > largest:
+        raise ConfigError(
+            f"patch {tiling.patch} plus a halo of {halo} on each side exceeds the model's fixed "
+            f"{size}px input; use --patch {largest} or less"
+        )
+    return int(tiling.patch)
 
 
 def tune_call_size(ref: ModelRef, tile: int, channels: int) -> tuple[int, int, dict[str, Any]]:
@@ -703,6 +757,7 @@ def _open_inputs(
     classes: Any,
     read: ReadSettings,
     notes: list[str] | None = None,
+    card: Any = None,
 ) -> tuple[ModelInfo, Source, int | None]:
     """Resolve the model (it may choose the bands), then open the source and cross-check.
 
@@ -712,7 +767,7 @@ def _open_inputs(
     is appended to ``notes``.
     """
     notes = [] if notes is None else notes
-    info, network, model_halo = _resolve_model(model, halo, classes)
+    info, network, model_halo = _resolve_model(model, halo, classes, card)
     wanted = read.bands if read.bands is not None else info.bands
     src = open_source(
         source,
@@ -762,6 +817,8 @@ def _open_inputs(
             f"model {info.path} normalises {len(info.mean)} band(s) but {src.name} gives "
             f"{src.count}; choose bands with --bands"
         )
+    if info.percentiles is not None and info.percentile_values is None:
+        info = replace(info, percentile_values=fit_percentiles(src, info.percentiles))
     return info, src, model_halo
 
 
@@ -814,6 +871,29 @@ def _stain(
         raise ConfigError(f"--stain {read.stain} applies to slides; {src.name} is not a slide")
     card = info.extra.get("stain")
     return fit_slide(src, read.stain, target=read.stain_target, card=card, tissue=mask)
+
+
+def fit_percentiles(
+    src: Source, percentiles: tuple[float, float], *, windows: int = 8, size: int = 256
+) -> tuple[tuple[float, float], ...]:
+    """Per-band ``(low, high)`` values at ``percentiles``, fitted once per source.
+
+    Pixels come from a regular ``windows`` x ``windows`` grid of ``size``-pixel windows
+    (the whole image when it is small), so the cost is bounded and the values are the same
+    for every tile: percentile normalisation keeps the tiled == whole guarantee.
+    """
+    height, width = src.shape
+    rows = np.linspace(0, max(height - size, 0), windows).astype(int)
+    cols = np.linspace(0, max(width - size, 0), windows).astype(int)
+    boxes = [
+        src.read(Window(int(r), int(c), min(size, height), min(size, width)))
+        for r in np.unique(rows)
+        for c in np.unique(cols)
+    ]
+    pixels = np.concatenate([b.reshape(b.shape[0], -1) for b in boxes], axis=1)
+    low = np.percentile(pixels, percentiles[0], axis=1)
+    high = np.percentile(pixels, percentiles[1], axis=1)
+    return tuple((float(a), float(b)) for a, b in zip(low, high, strict=True))
 
 
 def _split_tiles(
@@ -903,6 +983,13 @@ def _execute(
         resources=tasks.gpu_resources(),
         width=lambda: _readers(report, tasks.slots()),
     )
-    for _ in results:
-        pass
+    try:
+        for _ in results:
+            pass
+    except Exception as exc:
+        # never leave a store "running" after an error: mark it failed, and say why
+        reason = " ".join((str(exc) or type(exc).__name__).split())[:500]
+        set_status(report.store, "failed", error=reason)
+        report.status = "failed"
+        raise
     report.precision = ",".join(sorted(precisions))

@@ -260,6 +260,9 @@ class InferenceSettings:
         parse=int,
         choices=(1, 2, 4, 8),
     )
+    card: str | None = option(
+        None, "model card YAML/JSON (default: MODEL.card.yaml beside the model, or embedded)"
+    )
 
     def __post_init__(self) -> None:
         from pipeline.infer.tta import parse_tta

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import CheckpointError, ConfigError
+from pipeline.infer.card import CARD_KEY, ModelCard, card_beside, parse_card, read_card
 from pipeline.tile.grid import InputSizes
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "cached_model",
     "describe_model",
     "file_sha256",
+    "info_from_card",
     "load_onnx",
     "load_torchscript",
     "model_kind",
@@ -100,7 +102,7 @@ def load_torchscript(path: str) -> tuple[Any, dict[str, Any]]:
     """Load a TorchScript file; metadata from its ``gigaseg.json`` extra file when present."""
     import torch
 
-    extra = {"gigaseg.json": ""}
+    extra = {"gigaseg.json": "", f"{CARD_KEY}.json": ""}
     try:
         module = torch.jit.load(  # type: ignore[no-untyped-call]
             path, map_location="cpu", _extra_files=extra
@@ -111,6 +113,8 @@ def load_torchscript(path: str) -> tuple[Any, dict[str, Any]]:
     module.eval()
     text = extra["gigaseg.json"]
     meta = json.loads(text) if text else {}
+    if extra[f"{CARD_KEY}.json"]:
+        meta["card"] = _embedded(extra[f"{CARD_KEY}.json"], path)
     return module, meta
 
 
@@ -128,10 +132,25 @@ def load_onnx(path: str) -> tuple[Any, dict[str, Any]]:
         raise CheckpointError(f"{path} is not a loadable ONNX model ({reason})") from None
     props = session.get_modelmeta().custom_metadata_map
     meta = json.loads(props["gigaseg"]) if "gigaseg" in props else {}
+    if CARD_KEY in props:
+        meta["card"] = _embedded(props[CARD_KEY], path)
     shape = session.get_inputs()[0].shape
     if "in_channels" not in meta and len(shape) == 4 and isinstance(shape[1], int):
         meta["in_channels"] = shape[1]
     return session, meta
+
+
+def _embedded(text: str, path: str) -> dict[str, Any]:
+    """Parse a card embedded in a model file (JSON, or YAML written by hand)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: embedded {CARD_KEY} is not a JSON/YAML mapping")
+    return data
 
 
 @dataclass(frozen=True)
@@ -146,7 +165,21 @@ class ModelInfo:
     classes
         Class names; ``outputs`` is the number of probability channels.
     activation
-        ``"sigmoid"`` (one channel) or ``"softmax"``.
+        How labels are derived: ``"sigmoid"`` (one channel, threshold) or ``"softmax"``
+        (argmax).
+    applied
+        What the network's output already is (``none`` = logits, then ``activation`` is
+        applied; ``sigmoid``/``softmax``/``probabilities`` are used as they are).
+    input_layout, output_layout
+        ``"NCHW"`` or ``"NHWC"`` of the network's input and output.
+    fixed_size
+        The one input height = width the network accepts, or ``None``.
+    input_dtype, bit_depth, percentiles, percentile_values
+        Input dtype and normalisation besides ``mean``/``std`` (see :mod:`.card`).
+    measure_halo
+        The card asks for the halo to be measured by perturbation.
+    colors, pixel_size, pixel_unit, card
+        From the model card: class colours, training pixel size and its unit, the card.
     """
 
     path: str
@@ -166,11 +199,24 @@ class ModelInfo:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     receptive_field: int | None = None
+    applied: str = "none"
+    input_layout: str = "NCHW"
+    output_layout: str = "NCHW"
+    fixed_size: int | None = None
+    input_dtype: str = "float32"
+    bit_depth: int | None = None
+    percentiles: tuple[float, float] | None = None
+    percentile_values: tuple[tuple[float, float], ...] | None = None
+    measure_halo: bool = False
+    colors: tuple[tuple[int, int, int] | None, ...] | None = None
+    pixel_size: float | None = None
+    pixel_unit: str | None = None
+    card: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary for the store attributes."""
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "sha256": self.sha256,
             "kind": self.kind,
@@ -178,7 +224,18 @@ class ModelInfo:
             "alignment": self.alignment,
             "padding": self.padding,
             "receptive_field": self.receptive_field,
+            "input_layout": self.input_layout,
+            "output_layout": self.output_layout,
+            "applied": self.applied,
+            "fixed_size": self.fixed_size,
+            "pixel_size": self.pixel_size,
+            "pixel_unit": self.pixel_unit,
         }
+        if self.percentile_values is not None:
+            out["percentile_values"] = [list(v) for v in self.percentile_values]
+        if self.card is not None:
+            out["card"] = self.card
+        return out
 
 
 @dataclass(frozen=True)
@@ -197,6 +254,7 @@ def describe_model(
     kind: str | None = None,
     loader: str | None = None,
     complete: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    card: str | Path | ModelCard | dict[str, Any] | None = None,
 ) -> tuple[ModelInfo, Any]:
     """Load ``path`` on the client and return its :class:`ModelInfo` and the network.
 
@@ -211,6 +269,9 @@ def describe_model(
     complete
         Optional hook adding geometry (halo, alignment...) to metadata that only carries an
         architecture (a TorchScript/ONNX export of a gigaseg checkpoint).
+    card
+        A model card (file, mapping or :class:`ModelCard`); by default the card beside the
+        file (``m.card.yaml``), else the one embedded in it. The card wins over metadata.
     """
     path = str(path)
     if not Path(path).is_file():
@@ -249,7 +310,67 @@ def describe_model(
         receptive_field=meta.get("receptive_field"),
         extra={k: meta[k] for k in _EXTRA_KEYS if meta.get(k) is not None},
     )
+    found = _find_card(path, card, meta)
+    if found is not None:
+        info = info_from_card(info, found)
     return info, network
+
+
+def _find_card(
+    path: str, card: str | Path | ModelCard | dict[str, Any] | None, meta: dict[str, Any]
+) -> ModelCard | None:
+    if isinstance(card, ModelCard | dict):
+        return parse_card(card, source=f"model card of {path}")
+    if card is not None:
+        return read_card(card)
+    beside = card_beside(path)
+    if beside is not None:
+        return read_card(beside)
+    if meta.get("card"):
+        return parse_card(meta["card"], source=f"{path} (embedded {CARD_KEY})")
+    return None
+
+
+def info_from_card(info: ModelInfo, card: ModelCard) -> ModelInfo:
+    """Return ``info`` with everything the card states (the card wins over file metadata)."""
+    given, out = card.input, card.output
+    norm = given.normalisation
+    alignment = given.multiple
+    if given.size is not None:
+        first = given.size
+    else:  # keep a valid-convolution model's own first size when the alignment agrees
+        first = info.sizes.first if info.alignment == alignment else alignment
+    outputs = len(card.classes)
+    halo = None if card.halo == "measure" else int(card.halo)
+    return replace(
+        info,
+        name=card.name or info.name,
+        halo=halo if halo is not None or info.halo is None else info.halo,
+        measure_halo=card.halo == "measure",
+        alignment=alignment,
+        padding=out.padding,
+        sizes=InputSizes(first, alignment),
+        in_channels=given.channels,
+        classes=card.class_names,
+        outputs=outputs,
+        activation="sigmoid" if outputs == 1 else "softmax",
+        applied=out.activation,
+        bands=tuple(given.bands) if given.bands is not None else info.bands,
+        mean=tuple(norm.mean) if norm.mean is not None else None,
+        std=tuple(norm.std) if norm.std is not None else None,
+        input_layout=given.layout,
+        output_layout=out.layout,
+        fixed_size=given.size,
+        input_dtype=given.dtype,
+        bit_depth=norm.bit_depth,
+        percentiles=norm.percentiles,
+        percentile_values=None if norm.values is None else tuple(map(tuple, norm.values)),  # type: ignore[arg-type]
+        colors=tuple(c.color for c in card.classes),
+        pixel_size=card.pixel_size,
+        pixel_unit=card.pixel_unit,
+        card=card.to_dict(),
+        extra={**info.extra, **({"stain": card.stain} if card.stain else {})},
+    )
 
 
 def with_overrides(

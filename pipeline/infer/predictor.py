@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.errors import ConfigError, ModelOutputError
+from pipeline.errors import ConfigError, ModelOutputError, ModelRunError
 from pipeline.infer.model import ModelInfo
 from pipeline.infer.optimize import fold_batch_norm
 
@@ -165,7 +165,8 @@ class Predictor:
             self.precision = resolve_precision(precision, self.device)
             # channels_last on every device: oneDNN's CPU convolutions run 1.7x faster in it
             # at fp32 too (see pipeline.infer.optimize)
-            self.channels_last = True
+            # (a model whose card says NHWC takes its layout as it is)
+            self.channels_last = info.input_layout == "NCHW"
             if isinstance(network, torch.nn.Module):
                 network = self.network = fold_batch_norm(network)
                 network.to(self.device)
@@ -174,10 +175,32 @@ class Predictor:
         mean, std = info.mean, info.std
         self.mean = None if mean is None else np.asarray(mean, np.float32)[None, :, None, None]
         self.std = None if std is None else np.asarray(std, np.float32)[None, :, None, None]
+        self.low = self.span = None
+        if info.percentile_values is not None:
+            values = np.asarray(info.percentile_values, np.float32)
+            self.low = values[:, 0][None, :, None, None]
+            self.span = np.maximum(values[:, 1] - values[:, 0], 1e-12)[None, :, None, None]
+        # a model card asks for a layout, dtype or activation other than gigaseg's own
+        # (NCHW float32 logits): such models take the numpy path through :meth:`logits`
+        self.adapted = (info.input_layout, info.output_layout, info.input_dtype, info.applied) != (
+            "NCHW",
+            "NCHW",
+            "float32",
+            "none",
+        )
 
     def normalise(self, raw: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-        """``(raw - mean) / std`` per band, as float32."""
+        """Raw pixels -> model input: bit depth, percentiles, then ``(x - mean) / std``.
+
+        Every step is per pixel with constants fixed for the whole run, so a tile and the
+        whole image are normalised alike.
+        """
         batch = raw.astype(np.float32)
+        if self.info.bit_depth is not None:
+            batch /= np.float32(2**self.info.bit_depth - 1)
+        if self.low is not None and self.span is not None:
+            batch -= self.low
+            batch /= self.span
         if self.mean is not None:
             batch -= self.mean
         if self.std is not None:
@@ -185,24 +208,79 @@ class Predictor:
         return batch
 
     def logits(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Run the network on a normalised ``(N, C, H, W)`` batch; float32 logits."""
+        """Run the network on a normalised ``(N, C, H, W)`` batch; float32 ``(N, K, H, W)``.
+
+        The card's layouts and input dtype are applied on the way in and out; a runtime
+        failure becomes a one-line :class:`~pipeline.errors.ModelRunError`.
+        """
+        try:
+            out = self._from_output(self._run(self._to_input(batch)))
+        except Exception as exc:
+            raise self._runtime_error(exc, batch) from None
+        if self.info.outputs is not None and out.shape[1] != self.info.outputs:
+            raise ModelRunError(
+                f"model {Path(self.info.path).name} output {out.shape[1]} channel(s) "
+                f"(read as {self.info.output_layout}) but {self.info.outputs} class(es) are "
+                f"declared ({', '.join(self.info.classes)}); fix output.layout or the classes "
+                "in its model card"
+            )
+        return out
+
+    def _run(self, batch: npt.NDArray[Any]) -> npt.NDArray[Any]:
         if self.onnx:
             with _Timed():
                 out = self.network.run(None, {self.input_name: batch})[0]
-            return np.asarray(out, dtype=np.float32)
+            return np.asarray(out)
         import torch
 
         with _Timed(), torch.inference_mode():
-            out = self._forward(self.upload(self.stage(batch)))
+            tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            out = self._forward((tensor, None))
             result = out.to("cpu", non_blocking=False).numpy()
         return np.asarray(result, dtype=np.float32)
+
+    def _to_input(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+        if self.info.input_layout == "NHWC":
+            batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+        if self.info.input_dtype != "float32":
+            batch = batch.astype(self.info.input_dtype)
+        return batch
+
+    def _from_output(self, out: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        if out.ndim == 3:  # (N, H, W): one channel without its axis
+            out = out[:, None] if self.info.output_layout == "NCHW" else out[..., None]
+        if self.info.output_layout == "NHWC":
+            out = out.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def _runtime_error(self, exc: Exception, batch: Any) -> ModelRunError:
+        """One line naming the model, what it was given and what it expects."""
+        given = [int(d) for d in batch.shape]
+        if self.info.input_layout == "NHWC":
+            given = [given[0], given[2], given[3], given[1]]
+        if self.onnx:
+            spec = self.network.get_inputs()[0]
+            wanted = [d if isinstance(d, int) else "N" if i == 0 else str(d)
+                      for i, d in enumerate(spec.shape)]  # fmt: skip
+            expected = f"expects {spec.name} {wanted} {spec.type}"
+            runtime = "onnxruntime"
+        else:
+            expected = f"input layout {self.info.input_layout} per its card"
+            runtime = "TorchScript"
+        reason = " ".join(str(exc).split())
+        reason = reason.split("Traceback")[0][:240].strip()
+        return ModelRunError(
+            f"model {Path(self.info.path).name} ({runtime}) failed on input "
+            f"{given} {self.info.input_dtype}: {expected}; {reason} -- fix the model card "
+            "(input.layout, input.size, input.channels) or --bands/--patch"
+        )
 
     # -- the staged path used by pipeline.infer.feed: stage (reader thread) -> upload (model
     # -- thread, side stream on CUDA) -> forward + activation + encoding on the device.
 
     def stage(self, batch: npt.NDArray[np.float32]) -> Any:
         """Prepare a normalised batch on the host: pinned memory when the device is CUDA."""
-        if self.onnx:
+        if self.onnx or self.adapted:
             return batch
         import torch
 
@@ -216,7 +294,7 @@ class Predictor:
         that marks the end of its copy, so the forward pass of the previous batch and this
         copy overlap.
         """
-        if self.onnx or not self.device.startswith("cuda"):
+        if self.onnx or self.adapted or not self.device.startswith("cuda"):
             return (staged, None)
         import torch
 
@@ -261,16 +339,17 @@ class Predictor:
         from pipeline.store.encoding import to_stored
 
         activation = self.info.activation
-        if self.onnx or activation not in ("sigmoid", "softmax"):
+        if self.onnx or self.adapted or activation not in ("sigmoid", "softmax"):
             batch, _ = uploaded
-            if self.onnx:
+            if self.onnx or self.adapted:
                 logits = self.logits(batch)
             else:
                 import torch
 
                 with _Timed(), torch.inference_mode():
                     logits = self._forward(uploaded).cpu().numpy()
-            probs = activate(logits, activation)
+            # a card's already-activated output is used as it is, never activated twice
+            probs = logits if self.info.applied != "none" else activate(logits, activation)
             bad = int(probs.size - np.count_nonzero(np.isfinite(probs)))
             if bad:
                 raise NonFiniteOutputError(bad)
@@ -279,7 +358,10 @@ class Predictor:
         import torch
 
         with _Timed(), torch.inference_mode():
-            out = self._forward(uploaded)
+            try:
+                out = self._forward(uploaded)
+            except Exception as exc:
+                raise self._runtime_error(exc, uploaded[0]) from None
             chances = torch.sigmoid(out) if activation == "sigmoid" else torch.softmax(out, dim=1)
             bad = int(chances.numel() - torch.isfinite(chances).sum().item())
             if bad:
@@ -309,5 +391,12 @@ class Predictor:
         )
 
     def __call__(self, raw: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-        """Raw ``(N, C, H, W)`` windows -> ``(N, K, H', W')`` probabilities."""
-        return activate(self.logits(self.normalise(raw)), self.info.activation)
+        """Raw ``(N, C, H, W)`` windows -> ``(N, K, H', W')`` probabilities.
+
+        The activation is applied only to logits (``applied == "none"``): a model whose card
+        says its output is already sigmoid/softmax/probabilities is never activated twice.
+        """
+        out = self.logits(self.normalise(raw))
+        if self.info.applied != "none":
+            return out
+        return activate(out, self.info.activation)

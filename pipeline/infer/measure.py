@@ -1,0 +1,114 @@
+"""Measure a model's receptive field by perturbation (for cards that say ``halo: measure``).
+
+A network file (ONNX, TorchScript) need not reveal its architecture, but its receptive field
+can be observed: change one input pixel and see how far the output changes. The probe runs
+on a deterministic random input (so ReLUs are not all off), perturbs the centre pixel both
+ways, and takes the largest Chebyshev distance of a changed output pixel as the radius. The
+halo is that radius rounded up to the model's alignment, like the halo of a gigaseg U-Net.
+A probe that reaches the border of its input is repeated on a larger input (dynamic models)
+or reported as a lower bound (fixed-size models).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["HaloMeasurement", "measure_halo"]
+
+_LOG = logging.getLogger("gigaseg")
+
+
+@dataclass(frozen=True)
+class HaloMeasurement:
+    """The result of a probe: observed radius, the halo used and whether it is a lower bound."""
+
+    radius: int
+    halo: int
+    probe_size: int
+    lower_bound: bool
+
+    def describe(self, model: str) -> str:
+        """One line saying what was measured and chosen."""
+        bound = " (at least: the probe reached its border)" if self.lower_bound else ""
+        return (
+            f"model {model}: halo measured by perturbation: receptive-field radius "
+            f"{self.radius}px{bound} on a {self.probe_size}px probe, rounded up to "
+            f"halo {self.halo}"
+        )
+
+
+def _radius(
+    forward: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
+    channels: int,
+    size: int,
+) -> int:
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((1, channels, size, size)).astype(np.float32)
+    ref = forward(base)
+    centre = size // 2
+    changed = np.zeros(ref.shape[-2:], bool)
+    for delta in (4.0, -4.0):
+        probe = base.copy()
+        probe[0, :, centre, centre] += delta
+        out = forward(probe)
+        scale = float(np.abs(ref).max()) + 1e-12
+        changed |= np.abs(out - ref).max(axis=(0, 1)) > 1e-6 * scale
+    rows, cols = np.nonzero(changed)
+    if not len(rows):
+        return 0
+    off = (size - changed.shape[0]) // 2  # valid models: output shrinks symmetrically
+    return int(max(np.abs(rows + off - centre).max(), np.abs(cols + off - centre).max()))
+
+
+def measure_halo(
+    forward: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
+    *,
+    channels: int,
+    alignment: int,
+    fixed_size: int | None = None,
+    start: int = 128,
+    limit: int = 2048,
+    model: str = "model",
+) -> HaloMeasurement:
+    """Probe ``forward`` (normalised ``(1, C, S, S)`` -> ``(1, K, S', S')``) for its halo.
+
+    Parameters
+    ----------
+    forward
+        The network on normalised input (e.g. :meth:`Predictor.logits`).
+    channels
+        Input channels.
+    alignment
+        The halo is rounded up to a multiple of it; probe sizes are multiples of it.
+    fixed_size
+        The only size the model accepts, if any.
+    start, limit
+        First and largest probe size for models of any size.
+    model
+        Name for the log line.
+
+    Returns
+    -------
+    HaloMeasurement
+        Radius, halo, probe size and whether the probe was too small to see it all.
+    """
+    sizes = [fixed_size] if fixed_size else []
+    size = -(-max(start, 4 * alignment) // alignment) * alignment
+    while not sizes and size <= limit:
+        sizes.append(size)
+        size *= 2
+    radius, probe, bounded = 0, sizes[0], True
+    for probe in sizes:
+        radius = _radius(forward, channels, probe)
+        bounded = radius >= probe // 2 - 1
+        if not bounded:
+            break
+    halo = -(-radius // alignment) * alignment
+    result = HaloMeasurement(radius, halo, probe, bounded)
+    _LOG.warning("%s", result.describe(model))
+    return result
