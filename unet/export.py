@@ -3,6 +3,8 @@
 The exported file embeds the same JSON header as the safetensors checkpoint (TorchScript:
 extra file ``gigaseg.json``; ONNX: metadata property ``gigaseg``), so the inference engine
 knows the halo, classes and normalisation of an exported model as well as of the original.
+It also carries a model card (:mod:`pipeline.infer.card`; TorchScript extra file
+``gigaseg.card.json``, ONNX property ``gigaseg.card``), the form any tool can read.
 Both formats keep height and width dynamic: a U-Net is fully convolutional.
 """
 
@@ -16,10 +18,11 @@ from typing import Literal
 import torch
 
 from pipeline.errors import CheckpointError
+from pipeline.infer.card import CARD_KEY, ModelCard, parse_card
 from unet.model import UNet
 from unet.weights import ModelMetadata
 
-__all__ = ["METADATA_KEY", "TORCHSCRIPT_EXTRA_FILE", "export"]
+__all__ = ["METADATA_KEY", "TORCHSCRIPT_EXTRA_FILE", "export", "model_card"]
 
 METADATA_KEY = "gigaseg"
 TORCHSCRIPT_EXTRA_FILE = "gigaseg.json"
@@ -77,12 +80,39 @@ def export(
     return out
 
 
+def model_card(model: UNet, metadata: ModelMetadata, name: str | None = None) -> ModelCard:
+    """Return the model card of a gigaseg U-Net: NCHW logits, its halo, alignment and metadata."""
+    arch = model.architecture
+    norm = {"mean": list(metadata.mean), "std": list(metadata.std)} if metadata.mean else {}
+    return parse_card(
+        {
+            "name": name,
+            "input": {
+                "layout": "NCHW",
+                "channels": arch.in_channels,
+                "bands": None if metadata.bands is None else list(metadata.bands),
+                "normalisation": norm,
+                "multiple": int(model.alignment),
+            },
+            "halo": int(model.halo),
+            "output": {"layout": "NCHW", "activation": "none", "padding": str(model.padding)},
+            "classes": list(metadata.classes),
+            "pixel_size": metadata.pixel_size,
+        },
+        source="gigaseg checkpoint",
+    )
+
+
 def _to_torchscript(
     model: UNet, metadata: ModelMetadata, example: torch.Tensor, path: Path
 ) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(model, example)  # type: ignore[no-untyped-call]
-    torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_EXTRA_FILE: metadata.to_json()})
+    files = {
+        TORCHSCRIPT_EXTRA_FILE: metadata.to_json(),
+        f"{CARD_KEY}.json": model_card(model, metadata).to_json(),
+    }
+    torch.jit.save(traced, str(path), _extra_files=files)
 
 
 def _to_onnx(model: UNet, metadata: ModelMetadata, example: torch.Tensor, path: Path) -> None:
@@ -102,4 +132,6 @@ def _to_onnx(model: UNet, metadata: ModelMetadata, example: torch.Tensor, path: 
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, metadata.to_json()
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = CARD_KEY, model_card(model, metadata).to_json()
     onnx.save(proto, str(path))

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "status": "status",
     "preview": "preview",
     "export-model": "export_model",
+    "model-card": "model_card",
 }
 
 

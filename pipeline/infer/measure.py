@@ -46,23 +46,30 @@ def _radius(
     forward: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
     channels: int,
     size: int,
+    alignment: int,
 ) -> int:
     rng = np.random.default_rng(0)
-    base = rng.standard_normal((1, channels, size, size)).astype(np.float32)
-    ref = forward(base)
-    centre = size // 2
-    changed = np.zeros(ref.shape[-2:], bool)
-    for delta in (4.0, -4.0):
-        probe = base.copy()
-        probe[0, :, centre, centre] += delta
-        out = forward(probe)
-        scale = float(np.abs(ref).max()) + 1e-12
-        changed |= np.abs(out - ref).max(axis=(0, 1)) > 1e-6 * scale
-    rows, cols = np.nonzero(changed)
-    if not len(rows):
-        return 0
-    off = (size - changed.shape[0]) // 2  # valid models: output shrinks symmetrically
-    return int(max(np.abs(rows + off - centre).max(), np.abs(cols + off - centre).max()))
+    radius = 0
+    # the reach of a pooled network depends on the pixel's phase modulo the alignment:
+    # probe every phase, each on its own random input, with large changes both ways (so
+    # the pixel wins the max-pools along some path)
+    for phase in range(alignment):
+        centre = size // 2 - size // 2 % alignment + phase
+        base = rng.standard_normal((1, channels, size, size)).astype(np.float32)
+        ref = forward(base)
+        changed = np.zeros(ref.shape[-2:], bool)
+        for sign in (1.0, -1.0):
+            probe = base.copy()
+            probe[0, :, centre, centre] += np.float32(1e3 * sign) * rng.choice([-1, 1], channels)
+            # any change at all counts: outside the receptive field the arithmetic is
+            # identical, so a change there only makes the estimate safer
+            changed |= (forward(probe) != ref).any(axis=(0, 1))
+        rows, cols = np.nonzero(changed)
+        if len(rows):
+            off = (size - changed.shape[0]) // 2  # valid models: output shrinks symmetrically
+            reach = max(np.abs(rows + off - centre).max(), np.abs(cols + off - centre).max())
+            radius = max(radius, int(reach))
+    return radius
 
 
 def measure_halo(
@@ -104,7 +111,7 @@ def measure_halo(
         size *= 2
     radius, probe, bounded = 0, sizes[0], True
     for probe in sizes:
-        radius = _radius(forward, channels, probe)
+        radius = _radius(forward, channels, probe, alignment)
         bounded = radius >= probe // 2 - 1
         if not bounded:
             break

@@ -309,6 +309,7 @@ def describe_model(
         std=tuple(float(v) for v in meta["std"]) if meta.get("std") else None,
         receptive_field=meta.get("receptive_field"),
         extra={k: meta[k] for k in _EXTRA_KEYS if meta.get(k) is not None},
+        pixel_size=None if meta.get("pixel_size") is None else float(meta["pixel_size"]),
     )
     found = _find_card(path, card, meta)
     if found is not None:

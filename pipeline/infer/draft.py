@@ -1,0 +1,190 @@
+"""Draft a model card from what a model file reveals (``gigaseg model-card``).
+
+An ONNX file states its input and output names, shapes and element types, and its graph
+ends in the operator that made the output (``Softmax``, ``Sigmoid``...): the draft fills in
+the layout (a small last axis beside large spatial ones means NHWC), channels, a fixed size,
+the classes count and the activation already applied. A gigaseg checkpoint or export (and
+any file with an embedded card) gives a complete card. What a file cannot say -- class
+names, normalisation, pixel size, often the halo -- is left as ``TODO`` placeholders, which
+:func:`~pipeline.infer.card.parse_card` refuses until they are filled in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import CheckpointError
+from pipeline.infer.card import CARD_KEY, parse_card
+from pipeline.infer.model import ModelInfo, describe_model, model_kind
+
+__all__ = ["card_from_info", "draft_card", "guess_layout"]
+
+_ACTIVATION_OPS = {"Softmax": "softmax", "LogSoftmax": "none", "Sigmoid": "sigmoid"}
+_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8"}
+
+
+def guess_layout(shape: list[Any]) -> str | None:
+    """``"NHWC"``/``"NCHW"`` from a 4-D shape when it is clear, else ``None``.
+
+    Examples
+    --------
+    >>> guess_layout(["N", 1024, 1024, 1]), guess_layout([1, 3, "h", "w"]), guess_layout([1, 8])
+    ('NHWC', 'NCHW', None)
+    """
+    if len(shape) != 4:
+        return None
+    second, last = shape[1], shape[3]
+    small_last = isinstance(last, int) and last <= 4
+    small_second = isinstance(second, int) and second <= 4
+    if small_last and not small_second:
+        return "NHWC"
+    if small_second and not small_last:
+        return "NCHW"
+    return None
+
+
+def card_from_info(info: ModelInfo) -> dict[str, Any]:
+    """Return a complete card for a model whose metadata says everything (gigaseg checkpoints)."""
+    from pipeline.export.features import class_color
+
+    norm: dict[str, Any] = {}
+    if info.mean is not None and info.std is not None:
+        norm = {"mean": list(info.mean), "std": list(info.std)}
+    colors = info.colors or (None,) * len(info.classes)
+    card = {
+        "card": 1,
+        "name": info.name,
+        "input": {
+            "layout": info.input_layout,
+            "channels": int(info.in_channels or 1),
+            "bands": None if info.bands is None else list(info.bands),
+            "dtype": info.input_dtype,
+            "normalisation": norm,
+            "size": info.fixed_size,
+            "multiple": info.alignment,
+        },
+        "halo": info.halo,
+        "output": {
+            "layout": info.output_layout,
+            "activation": info.applied,
+            "padding": info.padding,
+        },
+        "classes": [
+            {"name": name, "color": list(color or class_color(i + 1))}
+            for i, (name, color) in enumerate(zip(info.classes, colors, strict=True))
+        ],
+        "pixel_size": info.pixel_size,
+        "pixel_unit": info.pixel_unit,
+    }
+    return parse_card(card, source=info.path).to_dict()
+
+
+def _onnx_draft(path: str) -> tuple[dict[str, Any], list[str]]:
+    import onnx
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    given, made = session.get_inputs()[0], session.get_outputs()[0]
+    in_shape, out_shape = list(given.shape), list(made.shape)
+    notes = [
+        f"input {given.name} {in_shape} {given.type}; output {made.name} {out_shape} {made.type}"
+    ]
+    proto = onnx.load(path, load_external_data=False)
+    producer = next((n for n in proto.graph.node if made.name in n.output), None)
+    op = producer.op_type if producer is not None else ""
+    if op == "Transpose" and producer is not None:  # a layout permute after the activation
+        inner = next((n for n in proto.graph.node if producer.input[0] in n.output), None)
+        op = inner.op_type if inner is not None else op
+    layout_in = guess_layout(in_shape)
+    layout_out = guess_layout(out_shape)
+    channel_axis = 3 if layout_in == "NHWC" else 1
+    out_axis = 3 if layout_out == "NHWC" else 1
+    channels = in_shape[channel_axis] if len(in_shape) == 4 else None
+    outputs = out_shape[out_axis] if len(out_shape) == 4 else None
+    spatial = in_shape[1:3] if layout_in == "NHWC" else in_shape[2:4]
+    size = spatial[0] if len(set(spatial)) == 1 and isinstance(spatial[0], int) else None
+    activation = _ACTIVATION_OPS.get(op)
+    notes.append(f"last operator {op or '?'}")
+    classes: list[Any]
+    if isinstance(outputs, int):
+        classes = [{"name": f"TODO: name of channel {i}", "color": None} for i in range(outputs)]
+    else:
+        classes = ["TODO: one name per output channel"]
+    card = {
+        "card": 1,
+        "name": Path(path).stem,
+        "input": {
+            "layout": layout_in or "TODO: NCHW or NHWC",
+            "channels": channels if isinstance(channels, int) else "TODO: input channels",
+            "bands": None,
+            "dtype": _DTYPES.get(given.type, "float32"),
+            "normalisation": {
+                "mean": "TODO: per-band mean (or bit_depth / percentiles)",
+                "std": "TODO: per-band std",
+            },
+            "size": size,
+            "multiple": "TODO: size/offset granularity, 2**(number of 2x poolings)",
+        },
+        "halo": "measure",
+        "output": {
+            "layout": layout_out or "TODO: NCHW or NHWC",
+            "activation": activation or "TODO: none, sigmoid, softmax or probabilities",
+        },
+        "classes": classes,
+        "pixel_size": "TODO: training pixel size (um for slides, m for maps)",
+        "pixel_unit": "TODO: um or m",
+    }
+    return card, notes
+
+
+def draft_card(
+    path: str | Path, *, complete: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Return a card for ``path`` (complete, or a draft with TODOs) and notes on its origin.
+
+    Parameters
+    ----------
+    path
+        An ONNX, TorchScript or gigaseg safetensors model file (gigaseg checkpoints need
+        their loader registered, as importing :mod:`pipeline.predict` does).
+    complete
+        Hook adding the geometry of a gigaseg architecture to exported metadata (as for
+        :func:`~pipeline.infer.model.describe_model`).
+
+    Returns
+    -------
+    card, notes
+        The card as plain data, and one-line notes on what the file revealed.
+    """
+    path = str(path)
+    if not Path(path).is_file():
+        raise CheckpointError(f"model {path} does not exist; check the path")
+    kind = model_kind(path)
+    info, _ = describe_model(path, kind=kind, complete=complete)
+    if info.card is not None:
+        return info.card, [f"card found beside or embedded in {path} ({CARD_KEY})"]
+    if info.halo is not None and info.classes:
+        return card_from_info(info), [f"complete card from the gigaseg metadata in {path}"]
+    if kind == "onnx":
+        return _onnx_draft(path)
+    card = {
+        "card": 1,
+        "name": Path(path).stem,
+        "input": {
+            "layout": "TODO: NCHW or NHWC",
+            "channels": "TODO: input channels",
+            "normalisation": {"mean": "TODO", "std": "TODO"},
+            "multiple": 32,
+        },
+        "halo": "measure",
+        "output": {
+            "layout": "TODO: NCHW or NHWC",
+            "activation": "TODO: none, sigmoid, softmax or probabilities",
+        },
+        "classes": ["TODO: one name per output channel"],
+        "pixel_size": "TODO: training pixel size",
+        "pixel_unit": "TODO: um or m",
+    }
+    return card, [f"TorchScript file {path} records no shapes: fill in the TODOs"]
