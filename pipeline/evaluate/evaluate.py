@@ -25,6 +25,12 @@ from affine import Affine
 from pyproj import CRS
 
 from pipeline.errors import InputError
+from pipeline.evaluate.instances import (
+    InstanceMetrics,
+    components,
+    instance_metrics,
+    looks_like_instances,
+)
 from pipeline.evaluate.lines import LineMetrics, line_metrics
 from pipeline.evaluate.objects import ObjectMetrics, match_objects
 from pipeline.evaluate.pixels import PixelCounts
@@ -73,6 +79,8 @@ class Evaluation:
     pixels: dict[str, Any] | None = None
     counts: dict[str, int] = field(default_factory=dict)
     crs: str | None = None
+    instances: InstanceMetrics | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the scores as a JSON-able dict (NaN written as ``null``)."""
@@ -89,6 +97,10 @@ class Evaluation:
             out["lines"] = self.lines.to_dict()
         if self.pixels is not None:
             out["pixels"] = self.pixels
+        if self.instances is not None:
+            out["instances"] = self.instances.to_dict()
+        if self.note:
+            out["note"] = self.note
         result: dict[str, Any] = _finite(out)
         return result
 
@@ -113,6 +125,8 @@ class Evaluation:
                     f"{o.splits} ({o.split_predictions} predictions)",
                 ),
             ]
+        if self.instances is not None:
+            rows.append(("AJI (aggregated Jaccard)", _fmt(self.instances.aji)))
         if self.lines is not None:
             line = self.lines
             rows += [
@@ -134,6 +148,8 @@ class Evaluation:
         width = max((len(name) for name, _ in rows), default=6)
         lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
         lines += [f"{name:<{width}}  {value}" for name, value in rows]
+        if self.note:
+            lines.append(self.note)
         return "\n".join(lines)
 
 
@@ -349,6 +365,103 @@ def _predicted_vectors(
     return VectorLabels(polygons, (None,) * len(polygons), raster.georef.crs_obj)
 
 
+def _read_instance_raster(path: Path) -> tuple[np.ndarray, Any, Affine]:
+    """Band 1 of a label raster with its own dtype (ids above 255 stay distinct)."""
+    import rasterio
+
+    try:
+        with rasterio.open(path) as dataset:
+            if dataset.width * dataset.height > MAX_POLYGONIZE_PIXELS:
+                raise InputError(
+                    f"truth {path} has {dataset.height}x{dataset.width} pixels, too many for "
+                    "instance metrics in memory; evaluate a crop of it"
+                )
+            data = dataset.read(1)
+            if dataset.nodata is not None:
+                data = np.where(data == dataset.nodata, 0, data)
+            return data, dataset.crs, Affine(*tuple(dataset.transform)[:6])
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"cannot open truth raster {path}: {exc}") from exc
+
+
+def _predicted_instances(
+    prediction: Path,
+    raster: PredictionRaster | None,
+    shape: tuple[int, int],
+    crs: Any,
+    transform: Affine,
+    min_area: float,
+) -> np.ndarray:
+    """Predicted objects as an id raster on the truth's grid.
+
+    A vector prediction is burnt in polygon by polygon (one id each); a label raster is
+    split into connected regions, unless it already holds instance ids.
+    """
+    if raster is None:
+        from rasterio.features import rasterize
+
+        vectors = read_vectors(prediction)
+        if crs is not None and vectors.crs is not None:
+            vectors = vectors.to_crs(CRS.from_user_input(crs))
+        geoms = [g for g in vectors.geometries if g is not None and not g.is_empty]
+        if min_area > 0:
+            geoms = [g for g in geoms if g.area >= min_area]
+        if not geoms:
+            return np.zeros(shape, np.int32)
+        shapes = ((g, i) for i, g in enumerate(geoms, start=1))
+        return rasterize(shapes, out_shape=shape, transform=transform, fill=0, dtype="int32")
+    if (raster.height, raster.width) != shape:
+        raise InputError(
+            f"prediction {prediction} is {raster.height}x{raster.width} pixels but the truth is "
+            f"{shape[0]}x{shape[1]}; instance metrics need the same grid"
+        )
+    labels = raster.read(0, 0, raster.height, raster.width)
+    if looks_like_instances(labels, len(raster.classes)):
+        return np.asarray(labels)
+    return components(labels > 0)
+
+
+def _maybe_instances(
+    prediction: Path,
+    truth: Path,
+    raster: PredictionRaster | None,
+    kind: str,
+    truth_instances: bool | None,
+    iou_threshold: float,
+    min_area: float,
+) -> Evaluation | None:
+    """Score an instance-id truth raster (given or detected); ``None`` for class rasters."""
+    labels, crs, transform = _read_instance_raster(truth)
+    classes = len(raster.classes) if raster is not None else 1
+    detected = looks_like_instances(labels, classes)
+    ids = len(np.unique(labels[labels != 0]))
+    if truth_instances is None:
+        if not detected or classes != 1:
+            return None
+        if kind == "pixels":
+            raise InputError(
+                f"truth {truth} holds {ids} distinct ids for a one-class prediction: they look "
+                "like instance ids (one per object), which pixel metrics would score as wrong "
+                "classes; pass --truth-instances for object F1 and AJI, or give a 0/1 mask"
+            )
+    predicted = _predicted_instances(prediction, raster, labels.shape, crs, transform, min_area)
+    scores = instance_metrics(predicted, labels, iou_threshold=iou_threshold)
+    foreground = PixelCounts(1)
+    foreground.update((predicted > 0).astype(np.uint8), (labels > 0).astype(np.uint8))
+    how = "given" if truth_instances else "detected"
+    return Evaluation(
+        "instances",
+        str(prediction),
+        str(truth),
+        objects=scores.objects,
+        pixels=foreground.to_dict(("foreground",)),
+        counts={"predicted": scores.predicted, "true": scores.true},
+        crs=crs.to_string() if crs else None,
+        instances=scores,
+        note=f"truth read as instance ids ({how}): {ids} objects",
+    )
+
+
 def evaluate(
     prediction: str | Path,
     truth: str | Path,
@@ -362,6 +475,7 @@ def evaluate(
     truth_property: str | None = None,
     truth_class: str | None = None,
     line_width: float | None = None,
+    truth_instances: bool | None = None,
 ) -> Evaluation:
     """Score a prediction against the truth.
 
@@ -388,6 +502,10 @@ def evaluate(
         Keep only truth features whose ``truth_property`` equals ``truth_class``.
     line_width
         Width (metres) true lines are buffered to for pixel metrics (default ``2 * buffer``).
+    truth_instances
+        The truth raster holds instance ids (one per object): score object F1 and AJI.
+        ``None`` detects it (one-class prediction, values that look like object ids);
+        ``kind="pixels"`` on such a raster is refused instead of scoring ids as classes.
 
     Returns
     -------
@@ -398,6 +516,7 @@ def evaluate(
     truth_is_vector = truth.suffix.lower() in _VECTOR_SUFFIXES
     pred_is_vector = prediction.suffix.lower() in _VECTOR_SUFFIXES
     truth_vectors = _read_truth(truth, truth_property, truth_class) if truth_is_vector else None
+    asked = kind
     if kind == "auto":
         kind = _kind(truth_vectors.geometries) if truth_vectors is not None else "pixels"
     if kind not in ("buildings", "roads", "pixels"):
@@ -407,6 +526,12 @@ def evaluate(
         raster = open_prediction_raster(prediction, threshold=threshold)
     elif mask is not None:
         raster = open_prediction_raster(mask, threshold=threshold)
+    if truth_vectors is None and truth_instances is not False:
+        scored = _maybe_instances(
+            prediction, truth, raster, asked, truth_instances, iou_threshold, min_area
+        )
+        if scored is not None:
+            return scored
     pixels = None
     if raster is not None:
         pixels = _raster_truth_counts(raster, truth, truth_vectors, line_width or 2 * buffer)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-__all__ = ["ObjectMetrics", "match_objects"]
+__all__ = ["ObjectMetrics", "greedy_pairs", "match_objects"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,32 @@ class ObjectMetrics:
     splits: int = 0
     merged_truths: int = 0
     split_predictions: int = 0
+
+    @classmethod
+    def from_matches(
+        cls,
+        matches: np.ndarray,
+        ious: np.ndarray,
+        n_pred: int,
+        n_true: int,
+        iou_threshold: float,
+    ) -> ObjectMetrics:
+        """Build the counts and scores from accepted pairs (see :func:`greedy_pairs`)."""
+        tp = len(matches)
+        precision = tp / n_pred if n_pred else float("nan")
+        recall = tp / n_true if n_true else float("nan")
+        f1 = 1.0 if not n_pred and not n_true else 2 * tp / (n_pred + n_true)
+        return cls(
+            tp=tp,
+            fp=n_pred - tp,
+            fn=n_true - tp,
+            precision=precision,
+            recall=recall,
+            f1=f1,
+            mean_iou=float(ious.mean()) if len(ious) else float("nan"),
+            matches=matches,
+            iou_threshold=iou_threshold,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the scores as a JSON-able dict (without the match list)."""
@@ -131,20 +157,9 @@ def match_objects(
             pair_iou = np.divide(
                 intersection, union, out=np.zeros_like(intersection), where=union > 0
             )
-            keep = pair_iou >= iou_threshold
-            # SpaceNet's greedy rule: best pairs first; ties broken by indices (stable).
-            order = np.lexsort((true_index[keep], pred_index[keep], -pair_iou[keep]))
-            candidates = np.column_stack([pred_index[keep], true_index[keep]])[order]
-            candidate_iou = pair_iou[keep][order]
-            used_pred = np.zeros(len(pred), dtype=bool)
-            used_true = np.zeros(len(true), dtype=bool)
-            chosen = []
-            for position, (i, j) in enumerate(candidates):
-                if not used_pred[i] and not used_true[j]:
-                    used_pred[i] = used_true[j] = True
-                    chosen.append(position)
-            matches = candidates[chosen].astype(np.int64).reshape(-1, 2)
-            ious = candidate_iou[chosen]
+            matches, ious = greedy_pairs(
+                pred_index, true_index, pair_iou, iou_threshold, len(pred), len(true)
+            )
     tp = len(matches)
     fp = len(pred) - tp
     fn = len(true) - tp
@@ -166,6 +181,45 @@ def match_objects(
         merged_truths=merge_split[2],
         split_predictions=merge_split[3],
     )
+
+
+def greedy_pairs(
+    pred_index: np.ndarray,
+    true_index: np.ndarray,
+    pair_iou: np.ndarray,
+    iou_threshold: float,
+    n_pred: int,
+    n_true: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Accept candidate pairs one-to-one, best IoU first (SpaceNet's rule).
+
+    Parameters
+    ----------
+    pred_index, true_index, pair_iou
+        Candidate pairs (indices into the predicted and true objects) and their IoU.
+    iou_threshold
+        Pairs below it are never accepted.
+    n_pred, n_true
+        Number of predicted and true objects.
+
+    Returns
+    -------
+    matches, ious
+        ``(n, 2)`` accepted (prediction, truth) pairs and their IoUs. Ties are broken by
+        indices, so the result is stable.
+    """
+    keep = pair_iou >= iou_threshold
+    order = np.lexsort((true_index[keep], pred_index[keep], -pair_iou[keep]))
+    candidates = np.column_stack([pred_index[keep], true_index[keep]])[order]
+    candidate_iou = pair_iou[keep][order]
+    used_pred = np.zeros(n_pred, dtype=bool)
+    used_true = np.zeros(n_true, dtype=bool)
+    chosen = []
+    for position, (i, j) in enumerate(candidates):
+        if not used_pred[i] and not used_true[j]:
+            used_pred[i] = used_true[j] = True
+            chosen.append(position)
+    return candidates[chosen].astype(np.int64).reshape(-1, 2), candidate_iou[chosen]
 
 
 def _merges_and_splits(

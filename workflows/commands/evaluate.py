@@ -26,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-area", type=float, default=0.0, help="drop smaller predictions, m²")
     parser.add_argument("--truth-property", default=None, help="truth property to filter on")
     parser.add_argument("--truth-class", default=None, help="keep truth where property == this")
+    parser.add_argument(
+        "--truth-instances",
+        action="store_true",
+        default=None,
+        help="TRUTH is an instance-label raster (one id per object): object F1 and AJI "
+        "(detected for one-class predictions when not given)",
+    )
     parser.add_argument("--json", default=None, help="also write the scores as JSON here")
 
 
@@ -46,6 +53,7 @@ def main(args: argparse.Namespace) -> int:
         min_area=args.min_area,
         truth_property=args.truth_property,
         truth_class=args.truth_class,
+        truth_instances=args.truth_instances,
     )
     print(result.table())
     if args.json:
