@@ -51,12 +51,19 @@ class Schema:
         ``"polygon"``, ``"line"`` or ``"mixed"`` (polygons and centre-lines).
     classes
         Class id -> name, for writers that list classes (QuPath colours).
+    colors
+        Class id -> ``(r, g, b)`` from the model card; :func:`class_color` for the others.
+    mpp
+        Micrometres per level-0 pixel of pixel-frame geometries (slides), for measurements
+        in µm; ``None`` measures in pixels.
     """
 
     fields: tuple[Field, ...]
     crs: str | None = None
     geometry: Literal["polygon", "line", "mixed"] = "polygon"
     classes: dict[int, str] = field(default_factory=dict)
+    colors: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    mpp: float | None = None
 
     @property
     def names(self) -> list[str]:

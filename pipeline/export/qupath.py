@@ -6,6 +6,12 @@ coordinates are level-0 pixels (x right, y down), ``properties.objectType`` is
 with an ``[r, g, b]`` colour, numeric measurements go in ``properties.measurements``, each
 feature has a UUID ``id``, and the geometry is a valid Polygon or MultiPolygon. Features
 that break these rules (lines, invalid or empty geometries) are skipped and counted.
+
+Measurements carry the names QuPath's own shape features show -- ``Area µm^2``,
+``Perimeter µm`` (``px^2``/``px`` without a pixel size), ``Circularity`` (4π·area /
+perimeter², 1 for a disc) -- computed from the exported outline and the slide's µm per
+level-0 pixel, plus ``Mean probability`` of the model over the object. Class colours come
+from the model card when it gives them.
 """
 
 from __future__ import annotations
@@ -21,10 +27,36 @@ from pipeline.errors import ConfigError
 from pipeline.export.base import FileWriter
 from pipeline.export.features import FeatureBatch, class_color
 
-__all__ = ["OBJECT_TYPES", "QuPathWriter"]
+__all__ = ["OBJECT_TYPES", "QuPathWriter", "measurements"]
 
 OBJECT_TYPES = ("detection", "annotation")
 _NAMESPACE = uuid.UUID("5f1e3c1a-9b0e-4c59-9d55-6a2f6d1c0e42")
+
+
+#: Feature properties the measurements replace (same quantity, QuPath's name).
+_REPLACED = {"area_um2", "area_px", "area_m2", "mean_probability"}
+
+
+def measurements(geoms: np.ndarray, mpp: float | None) -> dict[str, np.ndarray]:
+    """Area, perimeter and circularity of outlines in level-0 pixels, named as in QuPath.
+
+    Examples
+    --------
+    >>> m = measurements(np.array([shapely.box(0, 0, 10, 20)]), 0.5)
+    >>> float(m["Area µm^2"][0]), float(m["Perimeter µm"][0]), round(float(m["Circularity"][0]), 4)
+    (50.0, 30.0, 0.6981)
+    """
+    scale = 1.0 if mpp is None else float(mpp)
+    unit = "px" if mpp is None else "µm"
+    area = shapely.area(geoms) * scale**2
+    perimeter = shapely.length(geoms) * scale
+    with np.errstate(invalid="ignore", divide="ignore"):
+        circularity = np.where(perimeter > 0, 4 * np.pi * area / perimeter**2, np.nan)
+    return {
+        f"Area {unit}^2": area,
+        f"Perimeter {unit}": perimeter,
+        "Circularity": np.minimum(circularity, 1.0),
+    }
 
 
 class QuPathWriter(FileWriter):
@@ -50,21 +82,27 @@ class QuPathWriter(FileWriter):
         self.skipped += int((~ok).sum())
         texts = shapely.to_geojson(geoms[ok])
         rows = [r for r, k in zip(batch.rows(), ok, strict=True) if k]
+        shape = measurements(geoms[ok], self.schema.mpp)
+        names = list(shape)
+        shape_rows = [{name: shape[name][i] for name in names} for i in range(int(ok.sum()))]
         out = []
-        for text, props in zip(texts, rows, strict=True):
+        for text, props, measured in zip(texts, rows, shape_rows, strict=True):
             cid = int(props.get("class_id") or 0)
-            measurements = {
+            values = {k: float(v) for k, v in measured.items() if np.isfinite(v)}
+            if isinstance(props.get("mean_probability"), int | float):
+                values["Mean probability"] = float(props["mean_probability"])
+            values.update({
                 k: v for k, v in props.items()
-                if k not in ("class", "class_id", "id") and isinstance(v, int | float)
-            }  # fmt: skip
+                if k not in ("class", "class_id", "id", *_REPLACED) and isinstance(v, int | float)
+            })  # fmt: skip
             qp = {
                 "objectType": self.object_type,
                 "classification": {
                     "name": str(props.get("class") or f"class_{cid}"),
-                    "color": list(class_color(cid)),
+                    "color": list(self.schema.colors.get(cid) or class_color(cid)),
                 },
                 "isLocked": False,
-                "measurements": measurements,
+                "measurements": values,
             }
             fid = uuid.uuid5(_NAMESPACE, str(props.get("id")))
             out.append(

@@ -49,6 +49,8 @@ class LabelSource:
         Natural chunk (or block) shape of the raster, to align the vectorize chunks with.
     array
         The in-memory array for ``kind == "array"``.
+    colors
+        Class id -> ``(r, g, b)`` from the model card (the store's ``class_colors``).
     """
 
     path: str | None
@@ -62,6 +64,7 @@ class LabelSource:
     block: tuple[int, int] = (512, 512)
     nodata: float | None = None
     array: np.ndarray | None = field(default=None, repr=False, compare=False)
+    colors: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
     @property
     def has_probabilities(self) -> bool:
@@ -146,6 +149,20 @@ def _names_from_attrs(classes: Any, prob_channels: int) -> dict[int, str]:
     from pipeline.store import class_names
 
     return class_names(classes, prob_channels)
+
+
+def _colors_from_attrs(
+    attrs: dict[str, Any], prob_channels: int
+) -> dict[int, tuple[int, int, int]]:
+    """Class id -> colour, with the same id shift as :func:`_names_from_attrs`."""
+    colors = attrs.get("class_colors") or []
+    ids = list(_names_from_attrs(attrs.get("classes"), prob_channels))
+    offset = len(colors) - len(ids)  # 1 when channel 0 (background) has no class id
+    return {
+        cid: (int(c[0]), int(c[1]), int(c[2]))
+        for cid, c in zip(ids, colors[offset:], strict=False)
+        if c is not None and len(c) == 3
+    }
 
 
 def _check_threshold(threshold: float | None, dtype: np.dtype, where: str) -> None:
@@ -266,6 +283,7 @@ def _open_zarr(path: Path, threshold: float | None) -> LabelSource:
         str(path), "store", (h, w), str(arr.dtype), _attrs_frame(attrs, (h, w)),
         names or ({1: "foreground"} if threshold is not None else {}), threshold,
         prob_channels, (block[0], block[1]), nodata,
+        colors=_colors_from_attrs(attrs, prob_channels),
     )  # fmt: skip
 
 

@@ -99,8 +99,9 @@ class Job:
         kind = "mixed" if self.roads else "polygon"
         if self.roads and self.classes is not None and set(self.classes) <= set(self.roads):
             kind = "line"
-        return Schema(self.schema_fields, self.source.frame.target_crs(self.target, self.crs), kind,  # type: ignore[arg-type]
-                      dict(self.names))  # fmt: skip
+        frame = self.source.frame
+        return Schema(self.schema_fields, frame.target_crs(self.target, self.crs), kind,  # type: ignore[arg-type]
+                      dict(self.names), dict(self.source.colors), frame.mpp)  # fmt: skip
 
     def name(self, class_id: int) -> str:
         """Class name of an id."""

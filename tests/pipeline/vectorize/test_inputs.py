@@ -125,7 +125,10 @@ def test_slide_store_is_in_level0_pixels_and_square_microns(tmp_path: Path) -> N
     (feat,) = json.loads(out.read_text())["features"]
     geom = shapely.geometry.shape(feat["geometry"])
     assert geom.bounds == (12.0, 8.0, 36.0, 24.0)  # level-0 pixels = label pixels x 4
-    assert feat["properties"]["measurements"]["area_um2"] == pytest.approx(24.0)  # 24 px x 1 µm²
+    measured = feat["properties"]["measurements"]
+    assert measured["Area µm^2"] == pytest.approx(24.0)  # 24 px x 1 µm²
+    assert measured["Perimeter µm"] == pytest.approx(20.0)  # (4 + 6) x 2 px x 1 µm
+    assert measured["Circularity"] == pytest.approx(4 * np.pi * 24 / 20**2)
 
 
 # ---- bad inputs: one clear line each ------------------------------------------------------
