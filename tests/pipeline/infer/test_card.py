@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from pipeline.errors import CheckpointError
@@ -105,3 +106,40 @@ def test_read_card_reports_bad_yaml(tmp_path):
     bad.write_text("input: [unclosed\n")
     with pytest.raises(CheckpointError, match="not valid YAML/JSON"):
         read_card(bad)
+
+
+def test_percentiles_are_fitted_once_per_source_and_recorded(tmp_path):
+    from pipeline.infer import reference_predict
+    from pipeline.predict import fit_percentiles, predict
+    from pipeline.read.array import ArraySource
+    from pipeline.stitch import read_attrs
+    from pipeline.tile import InputSizes
+
+    model = TinyUNet(in_channels=2, classes=1, seed=5)
+    path = save_torchscript(model, tmp_path / "p.pt", metadata=False)
+    image = np.random.default_rng(4).gamma(2.0, 300.0, (2, 90, 100)).astype(np.uint16)
+    values = fit_percentiles(ArraySource(image), (2.0, 98.0))
+    expected = np.percentile(image.reshape(2, -1), [2.0, 98.0], axis=1).T
+    assert np.allclose(values, expected)
+    card = _with(input__layout="NCHW", output__layout="NCHW", output__activation="none",
+                 input__normalisation={"percentiles": [2, 98]}, input__bands=None,
+                 halo=model.halo, classes=["cell"])  # fmt: skip
+    del card["input"]["size"]
+    store = tmp_path / "p.zarr"
+    predict(image, path, store, card=card, tile=32, workers=0, progress=False,
+            probabilities="float32", precision="fp32")  # fmt: skip
+    attrs = read_attrs(store)
+    assert np.allclose(attrs["model"]["percentile_values"], expected)
+    scaled = (image - expected[:, :1, None]) / (expected[:, 1:, None] - expected[:, :1, None])
+
+    def forward(batch):
+        with torch.no_grad():
+            logits = model(torch.from_numpy(batch.astype(np.float32))).numpy()
+        return 1 / (1 + np.exp(-logits))
+
+    reference = reference_predict(forward, scaled.astype(np.float32), halo=model.halo,
+                                  sizes=InputSizes(4, 4))  # fmt: skip
+    import zarr
+
+    probs = np.asarray(zarr.open_group(str(store), mode="r")["probabilities"][...])
+    assert np.abs(probs - reference).max() <= 1e-4
