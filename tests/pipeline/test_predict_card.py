@@ -145,3 +145,12 @@ def test_runtime_mismatch_is_one_line_and_the_store_is_failed(tmp_path, tf_model
     assert lines[0].startswith("gigaseg predict: error: model tf.onnx (onnxruntime) failed")
     assert "[1, 64, 64, 1]" in lines[0] and "['N', 96, 96, 1]" in lines[0]
     assert read_attrs(store)["status"] == "failed"
+
+
+def test_a_card_with_the_wrong_class_count_fails_on_one_line(tmp_path, tf_models):
+    fixed, _ = tf_models
+    card = _card(classes=[{"name": "background"}, {"name": "nucleus"}])  # the model has 3
+    store = tmp_path / "c.zarr"
+    with pytest.raises(ModelRunError, match=r"output 3 channel\(s\) .* but 2 class\(es\)"):
+        predict(_image(50, 60), fixed, store, tile=40, card=card, workers=0, progress=False)
+    assert read_attrs(store)["status"] == "failed"
