@@ -473,8 +473,11 @@ def _probe_outputs(info: ModelInfo, network: Any, count: int) -> int:
         out = predictor.logits(np.zeros((1, count, size, size), np.float32))
     except Exception as exc:
         reason = " ".join(str(exc).split())[:160]
+        name = Path(info.path).name
         raise InputError(
-            f"model {info.path} cannot run on {count} band(s) ({reason}); check --bands"
+            f"model {info.path} cannot run on {count} band(s) ({reason}); check --bands, or, "
+            f"if its input is not NCHW or has a fixed size, give it a model card "
+            f"(gigaseg model-card {name} drafts one)"
         ) from None
     return int(out.shape[1])
 

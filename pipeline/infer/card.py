@@ -59,6 +59,7 @@ __all__ = [
     "Normalisation",
     "card_beside",
     "find_todos",
+    "guess_layout",
     "parse_card",
     "read_card",
 ]
@@ -307,6 +308,26 @@ def read_card(path: str | Path) -> ModelCard:
         reason = " ".join(str(exc).split())[:160]
         raise CheckpointError(f"model card {path} is not valid YAML/JSON ({reason})") from None
     return parse_card(data, source=str(path))
+
+
+def guess_layout(shape: list[Any]) -> str | None:
+    """``"NHWC"``/``"NCHW"`` from a 4-D shape when it is clear, else ``None``.
+
+    Examples
+    --------
+    >>> guess_layout(["N", 1024, 1024, 1]), guess_layout([1, 3, "h", "w"]), guess_layout([1, 8])
+    ('NHWC', 'NCHW', None)
+    """
+    if len(shape) != 4:
+        return None
+    second, last = shape[1], shape[3]
+    small_last = isinstance(last, int) and last <= 4
+    small_second = isinstance(second, int) and second <= 4
+    if small_last and not small_second:
+        return "NHWC"
+    if small_second and not small_last:
+        return "NCHW"
+    return None
 
 
 def card_beside(model: str | Path) -> Path | None:

@@ -16,33 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import CheckpointError
-from pipeline.infer.card import CARD_KEY, parse_card
+from pipeline.infer.card import CARD_KEY, guess_layout, parse_card
 from pipeline.infer.model import ModelInfo, describe_model, model_kind
 
-__all__ = ["card_from_info", "draft_card", "guess_layout"]
+__all__ = ["card_from_info", "draft_card"]
 
 _ACTIVATION_OPS = {"Softmax": "softmax", "LogSoftmax": "none", "Sigmoid": "sigmoid"}
 _DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8"}
-
-
-def guess_layout(shape: list[Any]) -> str | None:
-    """``"NHWC"``/``"NCHW"`` from a 4-D shape when it is clear, else ``None``.
-
-    Examples
-    --------
-    >>> guess_layout(["N", 1024, 1024, 1]), guess_layout([1, 3, "h", "w"]), guess_layout([1, 8])
-    ('NHWC', 'NCHW', None)
-    """
-    if len(shape) != 4:
-        return None
-    second, last = shape[1], shape[3]
-    small_last = isinstance(last, int) and last <= 4
-    small_second = isinstance(second, int) and second <= 4
-    if small_last and not small_second:
-        return "NHWC"
-    if small_second and not small_last:
-        return "NCHW"
-    return None
 
 
 def card_from_info(info: ModelInfo) -> dict[str, Any]:

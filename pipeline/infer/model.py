@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import CheckpointError, ConfigError
-from pipeline.infer.card import CARD_KEY, ModelCard, card_beside, parse_card, read_card
+from pipeline.infer.card import (
+    CARD_KEY,
+    ModelCard,
+    card_beside,
+    guess_layout,
+    parse_card,
+    read_card,
+)
 from pipeline.tile.grid import InputSizes
 
 __all__ = [
@@ -134,8 +141,10 @@ def load_onnx(path: str) -> tuple[Any, dict[str, Any]]:
     meta = json.loads(props["gigaseg"]) if "gigaseg" in props else {}
     if CARD_KEY in props:
         meta["card"] = _embedded(props[CARD_KEY], path)
-    shape = session.get_inputs()[0].shape
-    if "in_channels" not in meta and len(shape) == 4 and isinstance(shape[1], int):
+    shape = list(session.get_inputs()[0].shape)
+    # an NHWC input ([N, 1024, 1024, 1]) has no channel count at axis 1: only a card says so
+    nchw = guess_layout(shape) != "NHWC"
+    if "in_channels" not in meta and len(shape) == 4 and isinstance(shape[1], int) and nchw:
         meta["in_channels"] = shape[1]
     return session, meta
 

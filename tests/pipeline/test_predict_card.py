@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.errors import ConfigError, ModelRunError
+from pipeline.errors import ConfigError, InputError, ModelRunError
 from pipeline.infer import reference_predict
 from pipeline.predict import predict
 from pipeline.stitch import read_attrs
@@ -120,6 +120,11 @@ def test_without_a_card_the_error_names_the_missing_fields(tmp_path, tf_models):
         ConfigError, match=r"no model card .* unknown: halo, input\.layout, output\.activation"
     ):
         predict(_image(50, 60), fixed, tmp_path / "n.zarr", tile=40, workers=0, progress=False)
+    assert not (tmp_path / "n.zarr").exists()
+    # a halo alone does not make an NHWC model runnable: the error points to the card
+    with pytest.raises(InputError, match=r"cannot run on 1 band\(s\) .* give it a model card"):
+        predict(_image(50, 60), fixed, tmp_path / "n.zarr", tile=64, halo=28, workers=0,
+                progress=False)  # fmt: skip
     assert not (tmp_path / "n.zarr").exists()
 
 
