@@ -36,7 +36,11 @@ def main(args: argparse.Namespace) -> int:
     header += [f"# {note}" for note in notes]
     if todos:
         header.append(f"# fill in before use: {', '.join(todos)}")
-    text = "\n".join(header) + "\n" + yaml.safe_dump(card, sort_keys=False)
+    text = (
+        "\n".join(header)
+        + "\n"
+        + yaml.safe_dump(card, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    )
     if args.out is None:
         sys.stdout.write(text)
     else:
