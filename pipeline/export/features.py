@@ -54,8 +54,8 @@ class Schema:
     colors
         Class id -> ``(r, g, b)`` from the model card; :func:`class_color` for the others.
     mpp
-        Micrometres per level-0 pixel of pixel-frame geometries (slides), for measurements
-        in µm; ``None`` measures in pixels.
+        Micrometres per level-0 pixel (one value or ``(x, y)``) of pixel-frame geometries
+        (slides), for measurements in µm; ``None`` measures in pixels.
     """
 
     fields: tuple[Field, ...]
@@ -63,7 +63,7 @@ class Schema:
     geometry: Literal["polygon", "line", "mixed"] = "polygon"
     classes: dict[int, str] = field(default_factory=dict)
     colors: dict[int, tuple[int, int, int]] = field(default_factory=dict)
-    mpp: float | None = None
+    mpp: float | tuple[float, float] | None = None
 
     @property
     def names(self) -> list[str]:

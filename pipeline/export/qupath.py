@@ -37,8 +37,12 @@ _NAMESPACE = uuid.UUID("5f1e3c1a-9b0e-4c59-9d55-6a2f6d1c0e42")
 _REPLACED = {"area_um2", "area_px", "area_m2", "mean_probability"}
 
 
-def measurements(geoms: np.ndarray, mpp: float | None) -> dict[str, np.ndarray]:
+def measurements(
+    geoms: np.ndarray, mpp: float | tuple[float, float] | None
+) -> dict[str, np.ndarray]:
     """Area, perimeter and circularity of outlines in level-0 pixels, named as in QuPath.
+
+    ``mpp`` is µm per level-0 pixel, one value or ``(x, y)``; ``None`` measures in pixels.
 
     Examples
     --------
@@ -46,10 +50,12 @@ def measurements(geoms: np.ndarray, mpp: float | None) -> dict[str, np.ndarray]:
     >>> float(m["Area µm^2"][0]), float(m["Perimeter µm"][0]), round(float(m["Circularity"][0]), 4)
     (50.0, 30.0, 0.6981)
     """
-    scale = 1.0 if mpp is None else float(mpp)
     unit = "px" if mpp is None else "µm"
-    area = shapely.area(geoms) * scale**2
-    perimeter = shapely.length(geoms) * scale
+    if mpp is not None:
+        sx, sy = (mpp, mpp) if np.isscalar(mpp) else mpp  # type: ignore[misc]
+        geoms = shapely.transform(geoms, lambda xy: xy * np.array([float(sx), float(sy)]))
+    area = shapely.area(geoms)
+    perimeter = shapely.length(geoms)
     with np.errstate(invalid="ignore", divide="ignore"):
         circularity = np.where(perimeter > 0, 4 * np.pi * area / perimeter**2, np.nan)
     return {
