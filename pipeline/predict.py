@@ -14,6 +14,7 @@ as ``pipeline.predict``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import resource
@@ -37,6 +38,7 @@ from pipeline.errors import (
     ConfigError,
     InputError,
     ModelOutputError,
+    StoreError,
 )
 from pipeline.export.atomic import check_not_input
 from pipeline.infer import autotune
@@ -992,7 +994,10 @@ def _execute(
     except Exception as exc:
         # never leave a store "running" after an error: mark it failed, and say why
         reason = " ".join((str(exc) or type(exc).__name__).split())[:500]
-        set_status(report.store, "failed", error=reason)
+        # only this run's store; the original error is what the user must see
+        with contextlib.suppress(StoreError, OSError):
+            run_id = jobs[0].run_id if jobs else None
+            set_status(report.store, "failed", run_id=run_id, error=reason)
         report.status = "failed"
         raise
     report.precision = ",".join(sorted(precisions))

@@ -74,7 +74,8 @@ def test_nan_weights_fail_the_tile_and_leave_the_store_incomplete(
     store = tmp_path / "out.zarr"
     with pytest.raises(ModelOutputError, match=r"nan\.safetensors gave \d+ non-finite"):
         predict(scene, nan_model, store, tile=32, workers=0, progress=False, precision="fp32")
-    assert store_attributes(store)["status"] == "running"
+    attrs = store_attributes(store)  # failed (with the reason), never left "running"
+    assert attrs["status"] == "failed" and "non-finite" in attrs["error"]
     assert not (ledger(store) == 1).any()
 
 
@@ -84,7 +85,7 @@ def test_nan_weights_through_dask_workers_give_one_line(
     store = tmp_path / "out.zarr"
     with pytest.raises(ModelOutputError, match=r"non-finite \(NaN/Inf\) value\(s\) for tile"):
         predict(scene, nan_model, store, tile=32, client=local_client, progress=False)
-    assert store_attributes(store)["status"] == "running"
+    assert store_attributes(store)["status"] == "failed"
 
 
 def test_nan_weights_on_the_command_line(
