@@ -91,6 +91,7 @@ from pipeline.store import (
     complete_store,
     create_store,
     mark_tiles,
+    set_status,
     source_id,
     write_core,
     write_mask,
