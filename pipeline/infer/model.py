@@ -379,7 +379,12 @@ def info_from_card(info: ModelInfo, card: ModelCard) -> ModelInfo:
         pixel_size=card.pixel_size,
         pixel_unit=card.pixel_unit,
         card=card.to_dict(),
-        extra={**info.extra, **({"stain": card.stain} if card.stain else {})},
+        # the resolution matching and stain normalisation read these (issue 10 parts 3, 5)
+        extra={
+            **info.extra,
+            **({"stain": card.stain} if card.stain else {}),
+            **({"pixel_size": card.pixel_size} if card.pixel_size is not None else {}),
+        },
     )
 
 
