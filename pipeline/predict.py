@@ -68,6 +68,7 @@ from pipeline.infer.predictor import (
 )
 from pipeline.infer.tile import encode_tile
 from pipeline.infer.tta import with_tta
+from pipeline.read.location import location_exists
 from pipeline.read.mask import fill_invalid, invalid_mask
 from pipeline.read.open import open_source
 from pipeline.read.resolution import check_resolution, geotiff_pixel_size, slide_target
@@ -552,7 +553,7 @@ def predict(
     if resume and overwrite:
         raise ConfigError("give either --resume or --overwrite, not both")
     device = resolve_device(inference.device)
-    if not isinstance(source, (np.ndarray, Source)) and not Path(str(source)).exists():
+    if not isinstance(source, (np.ndarray, Source)) and not location_exists(source):
         raise InputError(f"{source} does not exist; check the path")
     if not isinstance(source, (np.ndarray, Source)):
         check_not_input(store_path, source)  # --overwrite would delete its own input
@@ -782,6 +783,7 @@ def _open_inputs(
         mpp=read.mpp,
         slide_backend=read.slide_backend,
         source_mpp=read.source_mpp,
+        assets=read.assets,
     )
     model_size = info.extra.get("pixel_size")
     model_size = None if model_size is None else float(model_size)

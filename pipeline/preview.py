@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.errors import InputError
 from pipeline.export.atomic import check_output, commit, temporary_path
 from pipeline.export.features import class_color
-from pipeline.read import Georef, is_store, open_source
+from pipeline.read import Georef, is_zarr_location, open_source
 from pipeline.read.location import location_exists
 
 __all__ = ["Thumbnail", "read_thumbnail", "read_vectors", "render_preview"]
@@ -220,7 +220,7 @@ def render_preview(
     out_path = check_output(out, overwrite=overwrite)
     src = str(source)
     store = labels
-    if is_store(src) and (Path(src) / "zarr.json").is_file():
+    if is_zarr_location(src) and (Path(src) / "zarr.json").is_file():
         from pipeline.store import read_attrs
         from pipeline.vectorize.source import open_labels
 

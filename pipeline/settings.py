@@ -143,6 +143,21 @@ def parse_bands(value: Any) -> tuple[int, ...] | None:
     return bands
 
 
+def parse_assets(value: Any) -> tuple[str, ...] | None:
+    """STAC asset keys or common names from ``"red,green,blue"`` or a sequence.
+
+    >>> parse_assets("red, nir")
+    ('red', 'nir')
+    """
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    assets = tuple(str(item).strip() for item in items if str(item).strip())
+    if not assets:
+        raise ConfigError(f"assets {value!r} name no asset; give keys or names, e.g. red,green")
+    return assets
+
+
 def _set(obj: Any, name: str, value: Any) -> None:
     object.__setattr__(obj, name, value)
 
@@ -183,6 +198,11 @@ class ReadSettings:
         False,
         "refuse a GeoTIFF whose pixel size differs from the model's by more than 1.5x",
     )
+    assets: tuple[str, ...] | None = option(
+        None,
+        "STAC item assets to stack, by key or eo:bands common name, e.g. red,green,blue",
+        metavar="A,B,...",
+    )
 
     def __post_init__(self) -> None:
         _set(self, "bands", parse_bands(self.bands))
@@ -194,6 +214,7 @@ class ReadSettings:
             raise ConfigError("--stain-target needs --stain macenko or reinhard")
         _set(self, "tissue", "auto" if self.tissue is None else str(self.tissue))
         _set(self, "strict", bool(self.strict))
+        _set(self, "assets", parse_assets(self.assets))
         if self.level is not None:
             _set(self, "level", _parse_int("level", self.level, 0))
         if self.mpp is not None and not float(self.mpp) > 0:

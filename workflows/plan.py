@@ -13,10 +13,12 @@ import glob
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.errors import GigasegError
+from pipeline.read.location import expand_remote, is_remote, redact
 from workflows.spec import InputSpec, Workflow, raise_problems
 
 __all__ = ["ModelInfo", "Plan", "Scene", "make_plan", "model_info"]
@@ -63,8 +65,8 @@ class Scene:
     key
         The input's key path in the workflow (``inputs[1]``), for messages.
     source
-        The file to read.
-    bands, level, mpp, source_mpp, tissue
+        The file to read: a local path, or a URL / ``/vsi*/`` path kept as written.
+    bands, level, mpp, source_mpp, tissue, assets
         Read settings after per-input overrides (a tissue file resolved against ``root``).
     stain_target
         ``read.stain_target`` resolved against ``root``.
@@ -78,7 +80,7 @@ class Scene:
 
     index: int
     key: str
-    source: Path
+    source: Path | str
     bands: tuple[int, ...] | None
     level: int | None
     mpp: float | None
@@ -88,11 +90,12 @@ class Scene:
     source_mpp: float | None = None
     tissue: str = "auto"
     stain_target: str | None = None
+    assets: tuple[str, ...] | None = None
 
     @property
     def name(self) -> str:
         """Short display name (the file name)."""
-        return self.source.name
+        return _name_parts(self.source)[1]
 
     @property
     def megapixels(self) -> float | None:
@@ -169,7 +172,17 @@ def _resolve(base: Path, text: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def _expand(base: Path, pattern: str) -> list[Path]:
+def _name_parts(path: Path | str) -> tuple[str, str, str]:
+    """``(stem, name, parent folder name)`` of a local path or of a URL's path."""
+    posix = PurePosixPath(urlsplit(str(path)).path) if is_remote(path) else PurePosixPath(path)
+    return posix.stem, posix.name, posix.parent.name
+
+
+def _expand(base: Path, pattern: str) -> list[Path] | list[str]:
+    if is_remote(pattern):
+        # URLs and /vsi*/ paths are never resolved against the local folder; an s3:// prefix
+        # with a glob is listed from the bucket
+        return expand_remote(pattern)
     if not _GLOB_CHARS & set(pattern):
         return [_resolve(base, pattern)]
     full = str(_resolve(base, pattern))
@@ -235,11 +248,12 @@ def make_plan(
         problems.append(_exists("output.report", report, base))
     scenes: list[Scene] = []
     for index, (key, path, item) in enumerate(sources):
+        stem, file_name, parent = _name_parts(path)
         values = {
             "dir": str(out_dir),
-            "stem": path.stem,
-            "name": path.name,
-            "parent": path.parent.name,
+            "stem": stem,
+            "name": file_name,
+            "parent": parent,
             "index": index,
             "workflow": name,
         }
@@ -259,9 +273,10 @@ def make_plan(
         bands, level, mpp = _read_settings(workflow, item)
         source_mpp = item.source_mpp if item.source_mpp is not None else workflow.read.source_mpp
         tissue = _tissue(item, key, workflow, base, problems)
+        assets = item.assets if item.assets is not None else workflow.read.assets
         shape: tuple[int, int] | None = None
         if probe:
-            shape, problem = _probe(path, key, item, bands, level, mpp, model, source_mpp)
+            shape, problem = _probe(path, key, item, bands, level, mpp, model, source_mpp, assets)
             if problem:
                 problems.append(problem)
         scenes.append(
@@ -278,6 +293,7 @@ def make_plan(
                 source_mpp=source_mpp,
                 tissue=tissue,
                 stain_target=stain_target,
+                assets=tuple(assets) if assets else None,
             )
         )
     if problems:
@@ -333,17 +349,29 @@ def _check_model(workflow: Workflow, base: Path, problems: list[str]) -> ModelIn
 
 def _expand_inputs(
     workflow: Workflow, base: Path, problems: list[str]
-) -> list[tuple[str, Path, InputSpec]]:
+) -> list[tuple[str, Path | str, InputSpec]]:
     """Expand globs in order; report missing files, empty globs and duplicates."""
-    sources: list[tuple[str, Path, InputSpec]] = []
-    seen: dict[Path, str] = {}
+    sources: list[tuple[str, Path | str, InputSpec]] = []
+    seen: dict[Path | str, str] = {}
     for i, item in enumerate(workflow.inputs):
         key = f"inputs[{i}]"
-        matches = _expand(base, item.path)
+        try:
+            matches = _expand(base, item.path)
+        except GigasegError as exc:
+            problems.append(f"{key}.path: {exc}")
+            continue
         if not matches:
-            problems.append(f"{key}.path: glob {item.path!r} matches no files (in {base})")
+            where = redact(item.path) if is_remote(item.path) else f"(in {base})"
+            problems.append(f"{key}.path: glob {redact(item.path)!r} matches no files {where}")
             continue
         for path in matches:
+            if isinstance(path, str):  # remote: the reader checks it when probing
+                if path in seen:
+                    problems.append(f"{key}.path: {redact(path)} is already in {seen[path]}")
+                    continue
+                seen[path] = key
+                sources.append((key, path, item))
+                continue
             if not path.exists():
                 problems.append(f"{key}.path: no such file {item.path} (resolved to {path})")
                 continue
@@ -357,26 +385,29 @@ def _expand_inputs(
 
 
 def _claim(
-    owners: dict[Path, str], out_key: str, target: Path, key: str, path: Path, base: Path
+    owners: dict[Path, str], out_key: str, target: Path, key: str, path: Path | str, base: Path
 ) -> str | None:
     """Register ``target`` as written by input ``key``; a problem if someone else writes it.
 
     Paths are compared resolved (``..`` and symlinks followed), so two templates that spell
     one file differently still collide; an output that is, or is a folder holding, an input
-    would destroy it (``--overwrite`` deletes the old output first).
+    would destroy it (``--overwrite`` deletes the old output first). Remote inputs cannot be
+    overwritten by a local output.
     """
     from pipeline.export.atomic import holds
 
     real = target.resolve()
-    if holds(real, path):
+    local = isinstance(path, Path)
+    if local and holds(real, path):
         what = "overwrite" if real == path.resolve() else "delete the folder holding"
         return f"{out_key}: {_show(target, base)} would {what} input {key}; choose another path"
+    shown = _show(path, base) if isinstance(path, Path) else redact(path)
     if real in owners:
         return (
-            f"{out_key}: {key} ({_show(path, base)}) and {owners[real]} both write "
+            f"{out_key}: {key} ({shown}) and {owners[real]} both write "
             f"{_show(real, base)}; add {{parent}} or {{index}} to the template"
         )
-    owners[real] = f"{out_key} of {key} ({_show(path, base)})"
+    owners[real] = f"{out_key} of {key} ({shown})"
     return None
 
 
@@ -415,7 +446,7 @@ def _tissue(item: InputSpec, key: str, workflow: Workflow, base: Path, problems:
 
 
 def _probe(
-    path: Path,
+    path: Path | str,
     key: str,
     item: Any,
     bands: Sequence[int] | None,
@@ -423,6 +454,7 @@ def _probe(
     mpp: float | None,
     model: ModelInfo | None,
     source_mpp: float | None = None,
+    assets: Sequence[str] | None = None,
 ) -> tuple[tuple[int, int] | None, str | None]:
     """Open the input's header; return its shape, or a problem naming the key."""
     try:
@@ -438,6 +470,7 @@ def _probe(
             level=level,
             mpp=mpp,
             source_mpp=source_mpp,
+            assets=list(assets) if assets else None,
         )
     except GigasegError as exc:
         where = bands_key if "band" in str(exc).lower() else f"{key}.path"
@@ -446,7 +479,8 @@ def _probe(
     if model is not None and model.in_channels is not None and count != model.in_channels:
         example = [1] * model.in_channels if count == 1 else list(range(1, model.in_channels + 1))
         return None, (
-            f"{bands_key}: the model takes {model.in_channels} bands but {path.name} gives "
+            f"{bands_key}: the model takes {model.in_channels} bands but "
+            f"{_name_parts(path)[1]} gives "
             f"{count} ({list(reader.bands)}); set {bands_key}, e.g. {example}"
         )
     return (int(reader.shape[0]), int(reader.shape[1])), None

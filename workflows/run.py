@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline.read.location import redact
 from workflows.cluster import connect, describe, job_script
 from workflows.exports import (
     export_settings,
@@ -163,7 +164,7 @@ def _print_plan(plan: Plan, stream: IO[str], *, resume: bool, overwrite: bool) -
     for scene in plan.scenes:
         tiles = scene.tiles(tiling.tile)
         size = f"{scene.shape[1]}x{scene.shape[0]} px, {tiles} tiles" if scene.shape else "size ?"
-        lines.append(f"    [{scene.index}] {scene.source} ({size})")
+        lines.append(f"    [{scene.index}] {redact(scene.source)} ({size})")
         lines.append(f"        store  {scene.store}")
         for path, fmt in scene.exports:
             lines.append(f"        export {path} ({fmt})")
@@ -248,7 +249,7 @@ def run(
         source=str(the_plan.source) if the_plan.source else None,
         dry_run=dry_run,
         resume=resume,
-        scenes=[SceneReport(input=str(s.source), store=str(s.store)) for s in the_plan.scenes],
+        scenes=[SceneReport(input=redact(s.source), store=str(s.store)) for s in the_plan.scenes],
     )
     if dry_run:
         _print_plan(the_plan, out, resume=resume, overwrite=overwrite)
@@ -389,6 +390,7 @@ def _run_scene(
                 stain=w.read.stain,
                 stain_target=scene.stain_target,
                 strict=w.read.strict,
+                assets=scene.assets,
             ),
             client=client,
             resume=resume,

@@ -152,8 +152,9 @@ class InputSpec(_Section):
 
     path: str = Field(
         min_length=1,
-        description="Path or glob (`*`, `?`, `[..]`, `**`) of scenes or slides; relative to "
-        "`root`.",
+        description="Path or glob (`*`, `?`, `[..]`, `**`) of scenes or slides, relative to "
+        "`root`; or a URL (`http(s)://`, `s3://` (globs listed), `gs://`, `az://`), a GDAL "
+        "`/vsi*/` path, or a STAC item JSON.",
     )
     bands: list[Annotated[int, Field(ge=1)]] | None = Field(
         None, description="1-based source bands, in the model's order (overrides `read.bands`)."
@@ -171,6 +172,11 @@ class InputSpec(_Section):
         None,
         description="This slide's tissue mask: a keyword or a file relative to `root` "
         "(overrides `read.tissue`).",
+    )
+    assets: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None,
+        description="STAC item assets to stack, by key or `eo:bands` common name "
+        "(overrides `read.assets`).",
     )
 
     @model_validator(mode="after")
@@ -208,6 +214,11 @@ class Read(_Section):
     )
     strict: bool = Field(
         default_of(ReadSettings, "strict"), description=_doc(ReadSettings, "strict")
+    )
+    assets: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None,
+        description="STAC item assets stacked into one source, by key or `eo:bands` common "
+        "name (red, green, blue, nir...), in the model's band order.",
     )
 
     @model_validator(mode="after")

@@ -34,7 +34,8 @@ from pipeline.evaluate.instances import (
 from pipeline.evaluate.lines import LineMetrics, line_metrics
 from pipeline.evaluate.objects import ObjectMetrics, match_objects
 from pipeline.evaluate.pixels import PixelCounts
-from pipeline.read import Georef, is_store, open_source
+from pipeline.read import Georef, is_zarr_location, open_source, redact
+from pipeline.read.location import location_suffix
 from pipeline.sample.vectors import VectorLabels, read_vectors
 from pipeline.tile.grid import Window
 
@@ -198,7 +199,7 @@ def open_prediction_raster(path: str | Path, *, threshold: float = 0.5) -> Predi
     PredictionRaster
         The raster's grid and a window reader.
     """
-    if is_store(path):
+    if is_zarr_location(path):
         from pipeline.store import open_group
 
         try:
@@ -305,7 +306,7 @@ def _kind(geometries: np.ndarray) -> str:
 
 def _raster_truth_counts(
     prediction: PredictionRaster,
-    truth_path: Path,
+    truth_path: str,
     truth: VectorLabels | None,
     line_width: float | None,
 ) -> dict[str, Any]:
@@ -330,7 +331,7 @@ def _raster_truth_counts(
     return counts.to_dict(prediction.classes)
 
 
-def _read_truth(path: Path, prop: str | None, value: str | None) -> VectorLabels:
+def _read_truth(path: str, prop: str | None, value: str | None) -> VectorLabels:
     """Read true geometries, keeping those whose ``prop`` equals ``value`` when given."""
     truth = read_vectors(path, prop=prop)
     if value is None:
@@ -343,9 +344,7 @@ def _read_truth(path: Path, prop: str | None, value: str | None) -> VectorLabels
     )
 
 
-def _predicted_vectors(
-    prediction: Path, raster: PredictionRaster | None, kind: str
-) -> VectorLabels:
+def _predicted_vectors(prediction: str, raster: PredictionRaster | None, kind: str) -> VectorLabels:
     """Read a vector prediction, or trace a (small) raster prediction's class 1."""
     if raster is None:
         return read_vectors(prediction)
@@ -512,9 +511,9 @@ def evaluate(
     Evaluation
         The scores; ``.to_json()`` and ``.table()`` format them.
     """
-    prediction, truth = Path(prediction), Path(truth)
-    truth_is_vector = truth.suffix.lower() in _VECTOR_SUFFIXES
-    pred_is_vector = prediction.suffix.lower() in _VECTOR_SUFFIXES
+    prediction, truth = str(prediction), str(truth)
+    truth_is_vector = location_suffix(truth) in _VECTOR_SUFFIXES
+    pred_is_vector = location_suffix(prediction) in _VECTOR_SUFFIXES
     truth_vectors = _read_truth(truth, truth_property, truth_class) if truth_is_vector else None
     asked = kind
     if kind == "auto":
@@ -541,7 +540,7 @@ def evaluate(
                 f"pixel metrics need a prediction raster; {prediction} is a vector file "
                 "(give mask=STORE or a vector truth)"
             )
-        return Evaluation("pixels", str(prediction), str(truth), pixels=pixels)
+        return Evaluation("pixels", redact(prediction), redact(truth), pixels=pixels)
     predicted = _predicted_vectors(prediction, None if pred_is_vector else raster, kind)
     work = _working_crs(truth_vectors.crs, predicted.crs, geometries=truth_vectors.geometries)
     true_geoms = truth_vectors.to_crs(work).geometries
@@ -554,8 +553,8 @@ def evaluate(
         objects = match_objects(pred_geoms, true_geoms, iou_threshold=iou_threshold)
         return Evaluation(
             "buildings",
-            str(prediction),
-            str(truth),
+            redact(prediction),
+            redact(truth),
             objects=objects,
             pixels=pixels,
             counts={"predicted": len(pred_geoms), "true": len(true_geoms)},
@@ -564,8 +563,8 @@ def evaluate(
     lines = line_metrics(pred_geoms, true_geoms, buffer=buffer)
     return Evaluation(
         "roads",
-        str(prediction),
-        str(truth),
+        redact(prediction),
+        redact(truth),
         lines=lines,
         pixels=pixels,
         counts={"predicted": len(pred_geoms), "true": len(true_geoms)},

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pipeline.read.array import ArraySource, ZarrSource
 from pipeline.read.georef import Georef, GeorefKind
-from pipeline.read.geotiff import GeoTiffSource, open_dataset
+from pipeline.read.geotiff import GeoTiffSource, open_dataset, read_window
 from pipeline.read.location import is_remote, redact, remote_env, to_gdal_path
-from pipeline.read.open import is_slide, is_store, open_source
+from pipeline.read.open import is_slide, is_zarr_location, open_source
 from pipeline.read.slide import SLIDE_SUFFIXES, SlideSource
 from pipeline.read.source import Source, Validity, parse_bands
+from pipeline.read.stac import StacSource
 
 __all__ = [
     "SLIDE_SUFFIXES",
@@ -18,14 +19,16 @@ __all__ = [
     "GeorefKind",
     "SlideSource",
     "Source",
+    "StacSource",
     "Validity",
     "ZarrSource",
     "is_remote",
     "is_slide",
-    "is_store",
+    "is_zarr_location",
     "open_dataset",
     "open_source",
     "parse_bands",
+    "read_window",
     "redact",
     "remote_env",
     "to_gdal_path",

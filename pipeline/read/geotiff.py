@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from pipeline.read.location import location_exists, redact, redact_text, remote_
 from pipeline.read.source import Source, Validity, cached_handle, file_stamp, parse_bands
 from pipeline.tile.grid import Window
 
-__all__ = ["GeoTiffSource", "gdal_reason", "open_dataset"]
+__all__ = ["GeoTiffSource", "gdal_reason", "open_dataset", "raster_handle", "read_window"]
 
 
 def gdal_reason(exc: BaseException) -> str:
@@ -53,6 +54,33 @@ def open_dataset(path: str) -> Any:
     except RasterioIOError as exc:
         raise InputError(
             f"{redact(path)} is not a readable raster image ({gdal_reason(exc)})"
+        ) from None
+
+
+def raster_handle(path: str) -> tuple[Any, Any]:
+    """Return this process's dataset for ``path`` (opened once, reopened after a local rewrite)."""
+    return cached_handle(("rasterio", path, *file_stamp(path)), lambda: open_dataset(path))
+
+
+def read_window(path: str, bands: Sequence[int], window: Window) -> npt.NDArray[Any]:
+    """Read an in-image ``window`` of ``bands`` from the raster at ``path``.
+
+    Raises
+    ------
+    ReadError
+        One line naming the file (without credentials), the window and GDAL's message.
+    """
+    from rasterio.windows import Window as RioWindow
+
+    dataset, lock = raster_handle(path)
+    rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
+    try:
+        with lock, remote_env(path):
+            return np.asarray(dataset.read(list(bands), window=rio_window))
+    except Exception as exc:
+        raise ReadError(
+            f"{redact(path)}: cannot read window rows {window.row_off}:{window.row_stop}, "
+            f"cols {window.col_off}:{window.col_stop} ({gdal_reason(exc)})"
         ) from None
 
 
@@ -95,26 +123,13 @@ class GeoTiffSource(Source):
             ) from None
 
     def _handle(self) -> tuple[Any, Any]:
-        return cached_handle(
-            ("rasterio", self.path, *file_stamp(self.path)), lambda: open_dataset(self.path)
-        )
+        return raster_handle(self.path)
 
     def _dataset(self) -> Any:
         return self._handle()[0]
 
     def _read_box(self, window: Window) -> npt.NDArray[Any]:
-        from rasterio.windows import Window as RioWindow
-
-        dataset, lock = self._handle()
-        rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
-        try:
-            with lock, remote_env(self.path):
-                return np.asarray(dataset.read(list(self.bands), window=rio_window))
-        except Exception as exc:
-            raise ReadError(
-                f"{self.name}: cannot read window rows {window.row_off}:{window.row_stop}, "
-                f"cols {window.col_off}:{window.col_stop} ({gdal_reason(exc)})"
-            ) from None
+        return read_window(self.path, self.bands, window)
 
     def valid_pixels(self, window: Window, pixels: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
         """Return False where every band equals nodata, or where GDAL's dataset mask is 0."""

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = [
     "REMOTE_GDAL_OPTIONS",
+    "expand_remote",
     "is_remote",
     "is_url",
     "join_location",
@@ -177,24 +178,70 @@ def read_bytes(location: str) -> bytes:
 
 def _read_s3(location: str) -> bytes:
     """Read ``s3://bucket/key`` (or ``/vsis3/bucket/key``) with boto3 and GDAL's S3 settings."""
+    rest = location[len("/vsis3/") :] if location.startswith("/vsis3/") else location[5:]
+    bucket, _, key = rest.partition("/")
+    body: bytes = _s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body
+
+
+_GLOB = set("*?[")
+
+
+def expand_remote(pattern: str) -> list[str]:
+    """Expand an ``s3://bucket/prefix/*.tif`` glob by listing the bucket (boto3).
+
+    Other remote locations (and s3 ones without a glob) are returned as they are: HTTP has
+    no listing, and GDAL finds out whether the file exists when it opens it.
+
+    Raises
+    ------
+    pipeline.errors.InputError
+        The bucket cannot be listed (no boto3, no access); the message says what to do.
+    """
+    import fnmatch
+
+    from pipeline.errors import InputError
+
+    if not (_GLOB & set(pattern)):
+        return [pattern]
+    text = pattern[len("/vsis3/") :] if pattern.startswith("/vsis3/") else pattern
+    if not text.startswith("s3://") and not pattern.startswith("/vsis3/"):
+        raise InputError(
+            f"cannot expand the glob in {redact(pattern)}: only s3:// prefixes can be listed; "
+            "list the files one by one"
+        )
+    rest = text[5:] if text.startswith("s3://") else text
+    bucket, _, key_pattern = rest.partition("/")
+    prefix = key_pattern[: min(key_pattern.index(c) for c in _GLOB if c in key_pattern)]
+    try:
+        client = _s3_client()
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    except InputError:
+        raise
+    except Exception as exc:
+        reason = redact_text(" ".join(str(exc).split()))
+        raise InputError(f"cannot list s3://{bucket}/{prefix} ({reason})") from None
+    scheme = "/vsis3/" if pattern.startswith("/vsis3/") else "s3://"
+    matched = [key for key in sorted(keys) if fnmatch.fnmatchcase(key, key_pattern)]
+    return [f"{scheme}{bucket}/{key}" for key in matched]
+
+
+def _s3_client() -> Any:
+    """Return a boto3 S3 client set up from the environment GDAL reads (AWS_S3_ENDPOINT...)."""
     from pipeline.errors import InputError
 
     try:
         import boto3
     except ImportError:
-        raise InputError(
-            f"reading {redact(location)} needs boto3 (pip install boto3); or give an https URL"
-        ) from None
-    rest = location[len("/vsis3/") :] if location.startswith("/vsis3/") else location[5:]
-    bucket, _, key = rest.partition("/")
+        raise InputError("listing or fetching from s3:// needs boto3 (pip install boto3)") from None
     endpoint = os.environ.get("AWS_S3_ENDPOINT")
     url = None
     if endpoint:
         secure = os.environ.get("AWS_HTTPS", "YES").upper() not in ("NO", "FALSE", "OFF", "0")
         url = endpoint if "://" in endpoint else ("https://" if secure else "http://") + endpoint
-    client = boto3.client("s3", endpoint_url=url, region_name=os.environ.get("AWS_REGION"))
-    body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    return body
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return boto3.client("s3", endpoint_url=url, region_name=region)
 
 
 @contextmanager

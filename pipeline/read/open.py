@@ -7,17 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputError
+from pipeline.errors import ConfigError, InputError
 from pipeline.read.array import ArraySource, ZarrSource
 from pipeline.read.geotiff import GeoTiffSource
 from pipeline.read.location import is_remote, location_exists, location_suffix, redact
 from pipeline.read.slide import SLIDE_SUFFIXES, SlideSource
 from pipeline.read.source import Source
+from pipeline.read.stac import StacSource
 
-__all__ = ["is_slide", "is_store", "open_source"]
+__all__ = ["is_slide", "is_zarr_location", "open_source"]
 
 
-def is_store(location: Any) -> bool:
+def is_zarr_location(location: Any) -> bool:
     """Whether ``location`` names a Zarr array or group (a local directory, or ``*.zarr``)."""
     text = str(location)
     if location_suffix(text) == ".zarr":
@@ -65,14 +66,17 @@ def open_source(
     mpp: float | None = None,
     slide_backend: str = "auto",
     source_mpp: float | None = None,
+    assets: Any = None,
 ) -> Source:
     """Open ``source`` with the right reader.
 
     Parameters
     ----------
     source
-        A :class:`Source` (returned as is), a NumPy array, a path to a GeoTIFF/COG/VRT, a
-        slide (SVS, NDPI, pyramidal TIFF...), or a Zarr array.
+        A :class:`Source` (returned as is), a NumPy array, or the location (local path,
+        ``http(s)://``, ``s3://``, ``gs://``, ``az://`` URL or GDAL ``/vsi*/`` path) of a
+        GeoTIFF/COG/VRT, a STAC Item JSON, a slide (SVS, NDPI, pyramidal TIFF...; local), or
+        a Zarr array.
     bands
         1-based band numbers.
     level, mpp
@@ -81,6 +85,8 @@ def open_source(
         ``"openslide"``, ``"tiffslide"`` or ``"auto"``.
     source_mpp
         Microns per level-0 pixel for a slide that records none; makes a TIFF a slide.
+    assets
+        For a STAC Item (``*.json``): asset keys or ``eo:bands`` common names to stack.
 
     Returns
     -------
@@ -94,7 +100,14 @@ def open_source(
     path = str(source)
     if not location_exists(path):
         raise InputError(f"{path} does not exist; check the path")
-    if is_store(path):
+    if location_suffix(path) == ".json":
+        return StacSource(path, assets=assets, bands=bands)
+    if assets:
+        raise ConfigError(
+            f"--assets picks assets of a STAC item, but {redact(path)} is not one (*.json); "
+            "drop --assets or give the item"
+        )
+    if is_zarr_location(path):
         return ZarrSource(path, bands)
     slide_wanted = level is not None or mpp is not None or source_mpp is not None
     if slide_wanted or is_slide(path):

@@ -233,8 +233,8 @@ class RasterLabels:
 
         from pipeline.read import Georef, open_dataset
 
-        self.path = Path(path)
-        dataset: Any = open_dataset(str(path))
+        self.path = str(path)
+        dataset: Any = open_dataset(self.path)
         grid = Georef.from_dataset(dataset)
         image_crs = image.georef.crs
         same_grid = (

@@ -19,6 +19,7 @@ import shapely
 from pyproj import CRS, Transformer
 
 from pipeline.errors import InputError
+from pipeline.read.location import is_remote, location_suffix, read_bytes, redact
 
 __all__ = ["VectorLabels", "read_vectors", "reproject_geometries"]
 
@@ -119,6 +120,8 @@ def read_vectors(
     InputError
         When the file is missing, of an unknown format or holds no usable geometry column.
     """
+    if is_remote(path):
+        return _read_remote(str(path), prop, layer)
     path = Path(path)
     if not path.is_file():
         raise InputError(f"label file {path} does not exist; give a GeoJSON or GeoPackage path")
@@ -131,6 +134,25 @@ def read_vectors(
         f"label file {path} has an unknown format {suffix!r}; use .geojson, .json or .gpkg "
         "(or a label raster)"
     )
+
+
+def _read_remote(location: str, prop: str | None, layer: str | None) -> VectorLabels:
+    """Fetch a remote GeoJSON/GeoPackage (one request) and read it like a local file."""
+    import tempfile
+
+    suffix = location_suffix(location)
+    if suffix not in {".geojson", ".json", ".gpkg"}:
+        raise InputError(
+            f"label file {redact(location)} has an unknown format {suffix!r}; use .geojson, "
+            ".json or .gpkg"
+        )
+    data = read_bytes(location)
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / f"labels{suffix}"
+        local.write_bytes(data)
+        if suffix == ".gpkg":
+            return _read_gpkg(local, prop, layer)
+        return _read_geojson(local, prop)
 
 
 def _read_geojson(path: Path, prop: str | None) -> VectorLabels:

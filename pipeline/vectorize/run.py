@@ -29,6 +29,7 @@ from pipeline.export import (
     open_writer,
     target_of,
 )
+from pipeline.read import is_remote
 from pipeline.runner import Runner
 from pipeline.settings import RunnerSettings, split_options
 from pipeline.vectorize.centerlines import prune_spurs
@@ -171,11 +172,10 @@ def _open_ends(
 ) -> tuple[Path, LabelSource, str | None]:
     """Check the output (and its CRS) before any work, then open the input."""
     out_crs = parse_output_crs(crs, fmt)
-    if not isinstance(input, np.ndarray):
+    if not isinstance(input, np.ndarray) and not is_remote(input):
         check_not_input(Path(out), Path(input))
     out_path = check_output(Path(out), overwrite=overwrite)
-    source = open_labels(input if isinstance(input, np.ndarray) else Path(input),
-                         threshold=threshold)  # fmt: skip
+    source = open_labels(input, threshold=threshold)
     if out_crs is not None and source.frame.kind != "geo":
         raise ConfigError(
             f"--crs {out_crs} needs a georeferenced input; {source.path or 'the input'} has no "

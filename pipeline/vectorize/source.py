@@ -15,7 +15,10 @@ from typing import Any, Literal
 import numpy as np
 
 from pipeline.errors import ConfigError, InputError, StoreError
-from pipeline.read.georef import Georef
+from pipeline.read import Georef, is_remote, read_window, redact, remote_env
+from pipeline.read.geotiff import raster_handle
+from pipeline.read.location import location_suffix
+from pipeline.tile.grid import Window
 from pipeline.vectorize.georef import Frame
 
 __all__ = ["LabelSource", "open_labels", "resolve_classes"]
@@ -97,11 +100,7 @@ class LabelSource:
                 raise InputError("in-memory label source lost its array")
             raw = np.asarray(self.array[r0:r1, c0:c1])
         elif self.kind == "geotiff":
-            import rasterio
-            from rasterio.windows import Window
-
-            with rasterio.open(str(self.path)) as ds:
-                raw = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+            raw = read_window(str(self.path), [1], Window(r0, c0, r1 - r0, c1 - c0))[0]
         else:
             from pipeline.store import open_array, open_group
 
@@ -209,6 +208,13 @@ def open_labels(source: str | Path | np.ndarray, *, threshold: float | None = No
             threshold, 1 if threshold is not None else 0, (min(h, 2048), min(w, 2048)),
             array=arr,
         )  # fmt: skip
+    if is_remote(source):
+        if location_suffix(source) == ".zarr":
+            raise InputError(
+                f"{redact(source)} is a remote Zarr store; vectorize reads stores from local "
+                "disk (copy it, or give a label raster URL)"
+            )
+        return _open_raster(str(source), threshold)
     path = Path(source)
     if not path.exists():
         raise InputError(f"input {path} does not exist; give a gigaseg store or a label raster")
@@ -216,7 +222,7 @@ def open_labels(source: str | Path | np.ndarray, *, threshold: float | None = No
 
     if is_store(path) or is_zarr_array(path):
         return _open_zarr(path, threshold)
-    return _open_raster(path, threshold)
+    return _open_raster(str(path), threshold)
 
 
 def _open_zarr(path: Path, threshold: float | None) -> LabelSource:
@@ -287,25 +293,20 @@ def _open_zarr(path: Path, threshold: float | None) -> LabelSource:
     )  # fmt: skip
 
 
-def _open_raster(path: Path, threshold: float | None) -> LabelSource:
-    import rasterio
-    from rasterio.errors import RasterioIOError
-
+def _open_raster(path: str, threshold: float | None) -> LabelSource:
     try:
-        ds = rasterio.open(str(path))
-    except RasterioIOError as exc:
-        raise InputError(
-            f"cannot read {path} as a raster ({str(exc).splitlines()[0]}); give a GeoTIFF, "
-            "COG, Zarr array or gigaseg store"
-        ) from None
-    with ds:
+        ds, _ = raster_handle(path)
+    except InputError as exc:
+        raise InputError(f"{exc}; give a GeoTIFF, COG, Zarr array or gigaseg store") from None
+    with remote_env(path):
+        name = redact(path)
         if ds.count != 1:
             raise InputError(
-                f"{path} has {ds.count} bands; vectorize needs a single-band label or "
+                f"{name} has {ds.count} bands; vectorize needs a single-band label or "
                 "probability raster (extract one band, e.g. gdal_translate -b 1)"
             )
         dtype = np.dtype(ds.dtypes[0])
-        _check_threshold(threshold, dtype, str(path))
+        _check_threshold(threshold, dtype, name)
         h, w = ds.height, ds.width
         frame = Frame.from_georef(Georef.from_dataset(ds), (h, w))
         bh, bw = ds.block_shapes[0]
