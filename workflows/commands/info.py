@@ -7,7 +7,7 @@ import json
 
 __all__ = ["HELP", "add_arguments", "main"]
 
-HELP = "show what a source image (GeoTIFF, slide, Zarr) or a prediction store holds"
+HELP = "show what a source (GeoTIFF, URL, STAC item, slide, Zarr) or a prediction store holds"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="source image or STORE.zarr")
     parser.add_argument("--level", type=int, default=None, help="slide pyramid level")
     parser.add_argument("--mpp", type=float, default=None, help="slide target microns per pixel")
+    parser.add_argument(
+        "--assets", default=None, help="STAC item assets to stack (keys or common names)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -27,7 +30,9 @@ def main(args: argparse.Namespace) -> int:
         info.pop("report", None)
     else:
         from pipeline.read import open_source
+        from pipeline.settings import parse_assets
 
-        info = open_source(args.path, level=args.level, mpp=args.mpp).describe()
+        assets = parse_assets(args.assets)
+        info = open_source(args.path, level=args.level, mpp=args.mpp, assets=assets).describe()
     print(json.dumps(info, indent=2, default=str))
     return 0
