@@ -78,10 +78,14 @@ def read_window(path: str, bands: Sequence[int], window: Window) -> npt.NDArray[
         with lock, remote_env(path):
             return np.asarray(dataset.read(list(bands), window=rio_window))
     except Exception as exc:
-        raise ReadError(
-            f"{redact(path)}: cannot read window rows {window.row_off}:{window.row_stop}, "
-            f"cols {window.col_off}:{window.col_stop} ({gdal_reason(exc)})"
-        ) from None
+        reason = gdal_reason(exc)
+    # Raised outside the handler, so the error carries no __context__: Dask pickles an error
+    # with its chained causes (tblib), and rasterio's CPLE_* errors do not unpickle, which
+    # would turn this one line into a generic Exception on the client.
+    raise ReadError(
+        f"{redact(path)}: cannot read window rows {window.row_off}:{window.row_stop}, "
+        f"cols {window.col_off}:{window.col_stop} ({reason})"
+    )
 
 
 class GeoTiffSource(Source):

@@ -117,6 +117,15 @@ def test_corrupt_middle_tile_names_file_and_window(tmp_path):
     assert "rows 60:100, cols 20:60" in message
     assert "See previous exception" not in message
     assert "TIFFReadEncodedTile" in message or "Decoding error" in message  # GDAL's own words
+    # a worker sends it to the client as Dask does (with its chained causes): still a ReadError
+    import tblib.pickling_support
+    from distributed.core import collect_causes
+    from distributed.protocol.pickle import dumps, loads
+
+    error = caught.value
+    tblib.pickling_support.install(error, *collect_causes(error))  # what error_message does
+    sent = loads(dumps(error))
+    assert type(sent) is ReadError and str(sent) == message
 
 
 def test_missing_remote_file_is_one_line_without_credentials(http_server):
