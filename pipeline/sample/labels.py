@@ -345,8 +345,9 @@ def open_labels(
     VectorLabelSource or RasterLabels
         A label source on the image grid.
     """
-    path = Path(path)
-    if path.suffix.lower() in _RASTER_SUFFIXES:
+    from pipeline.read.location import location_suffix
+
+    if location_suffix(path) in _RASTER_SUFFIXES:
         if boundary is not None:
             raise ConfigError(
                 f"boundary targets need vector labels (one polygon per object), but {path} is "

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.read.location import is_remote
 from pipeline.sample.region import Holdout, parse_holdout
 
 __all__ = ["SampleSettings", "parse_sample_settings"]
@@ -46,8 +47,8 @@ class SampleSettings:
         Windows read to estimate the per-band mean and std.
     """
 
-    images: tuple[Path, ...]
-    labels: tuple[Path, ...]
+    images: tuple[Path | str, ...]
+    labels: tuple[Path | str, ...]
     classes: tuple[str, ...] = ("building",)
     bands: tuple[int, ...] | None = None
     level: int = 0
@@ -79,12 +80,20 @@ class SampleSettings:
         }
 
 
-def _paths(value: Any, key: str, base: Path) -> tuple[Path, ...]:
+def _paths(value: Any, key: str, base: Path) -> tuple[Path | str, ...]:
+    """Local paths anchored at ``base``; URLs and ``/vsi*/`` paths kept as written."""
     if isinstance(value, str | Path):
         value = [value]
     if not isinstance(value, list | tuple) or not value:
         raise ConfigError(f"data.{key} must be a path or a non-empty list of paths")
-    return tuple(p if p.is_absolute() else base / p for p in (Path(str(v)) for v in value))
+    out: list[Path | str] = []
+    for item in value:
+        if is_remote(item):
+            out.append(str(item))
+            continue
+        path = Path(str(item))
+        out.append(path if path.is_absolute() else base / path)
+    return tuple(out)
 
 
 def parse_sample_settings(data: dict[str, Any], base: str | Path = ".") -> SampleSettings:

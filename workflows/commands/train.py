@@ -112,10 +112,12 @@ def _apply_flags(config: dict[str, Any], args: argparse.Namespace) -> dict[str, 
 
 
 def _apply_data_flags(data: dict[str, Any], args: argparse.Namespace) -> None:
+    from pipeline.read.location import is_remote
+
     if args.image:
-        data["images"] = [str(Path(p).resolve()) for p in args.image]
+        data["images"] = [p if is_remote(p) else str(Path(p).resolve()) for p in args.image]
     if args.labels:
-        data["labels"] = [str(Path(p).resolve()) for p in args.labels]
+        data["labels"] = [p if is_remote(p) else str(Path(p).resolve()) for p in args.labels]
     if args.classes:
         data["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()]
     if args.bands:

@@ -189,3 +189,34 @@ def test_real_nodata_collar_is_avoided(tmp_path):
     fractions = [(sampler.draw(rng).label == IGNORE).mean() for _ in range(40)]
     assert max(fractions) <= 0.1  # the image is 32.6 % nodata collar
     sampler.close()
+
+
+def test_training_scene_from_urls_equals_the_local_one(http_server):
+    """Training samples read through the one reader edge: a URL image and URL labels."""
+    from tests.servers import copy_to
+
+    copy_to(http_server.root, SAMPLE / "sample_geotiff.tif")
+    copy_to(http_server.root, SAMPLE / "geotiff_labels.geojson")
+    remote = open_scene(
+        http_server.url("sample_geotiff.tif"), http_server.url("geotiff_labels.geojson")
+    )
+    local = open_scene(SAMPLE / "sample_geotiff.tif", SAMPLE / "geotiff_labels.geojson")
+    assert remote.image.georef == local.image.georef
+    assert len(remote.labels.geometries) == len(local.labels.geometries) == 43
+    for window in [(0, 0, 128, 128), (300, 410, 97, 131)]:
+        pixels, valid = remote.image.read(*window)
+        expected, expected_valid = local.image.read(*window)
+        np.testing.assert_array_equal(pixels, expected)
+        np.testing.assert_array_equal(valid, expected_valid)
+        np.testing.assert_array_equal(remote.labels.window(*window), local.labels.window(*window))
+
+
+def test_every_slide_format_is_trained_as_a_slide(tmp_path):
+    """One list of slide formats: a .vms file goes to the slide reader, never to rasterio."""
+    from pipeline.read import SLIDE_SUFFIXES, is_slide
+
+    assert ".vms" in SLIDE_SUFFIXES and is_slide(tmp_path / "x.vms")
+    fake = tmp_path / "scan.vms"
+    fake.write_text("[Virtual Microscope Specimen]\n")
+    with pytest.raises(InputError, match="is not a readable slide"):
+        open_image(fake)
