@@ -29,7 +29,7 @@ from pipeline.export import (
     open_writer,
     target_of,
 )
-from pipeline.read import is_remote
+from pipeline.read import is_remote, redact
 from pipeline.runner import Runner
 from pipeline.settings import RunnerSettings, split_options
 from pipeline.vectorize.centerlines import prune_spurs
@@ -307,7 +307,7 @@ def vectorize(
     grid = plan_chunks(source.shape, side)
     (settings_runner,) = split_options(options, runner or RunnerSettings())
     report = VectorizeReport(
-        input=str(input if not isinstance(input, np.ndarray) else "<array>"),
+        input=redact(input) if not isinstance(input, np.ndarray) else "<array>",
         output=str(out_path), format=fmt, shape=source.shape, chunk=side, chunks=len(grid),
         connectivity=settings.connectivity, workers=0,
     )  # fmt: skip

@@ -340,6 +340,7 @@ def resolve_classes(
         return None
     max_id = 1 if source.threshold is not None else _max_label(source.dtype)
     known = ", ".join(f"{i}={n}" for i, n in sorted(source.names.items())) or "none"
+    where = redact(source.path) if source.path else "the input"
     ids: list[int] = []
     for value in classes:
         text = str(value).strip()
@@ -348,7 +349,7 @@ def resolve_classes(
             in_names = not source.names or cid in source.names
             if cid < 1 or cid > max_id or not in_names:
                 raise ConfigError(
-                    f"class {text!r} is not in {source.path or 'the input'} "
+                    f"class {text!r} is not in {where} "
                     f"(classes: {known}; ids are 1..{max_id}, 0 is background)"
                 )
             ids.append(cid)
@@ -356,7 +357,7 @@ def resolve_classes(
         match = [i for i, n in source.names.items() if n.lower() == text.lower()]
         if not match:
             raise ConfigError(
-                f"class {value!r} is not in {source.path or 'the input'} (classes: {known}); "
+                f"class {value!r} is not in {where} (classes: {known}); "
                 "pass a listed name or a numeric id"
             )
         ids.append(match[0])
