@@ -66,7 +66,8 @@ def test_defaults_yaml_matches_the_schema_defaults() -> None:
         ),
         (
             {"inputs": ["a.tif", 3]},
-            r"inputs\[1\]: must be a mapping \(keys: assets, bands, level, mpp, path, source_mpp, tissue\)",
+            r"inputs\[1\]: must be a mapping "
+            r"\(keys: assets, bands, level, mpp, path, source_mpp, tissue\)",
         ),
         (
             {"inputs": [{"path": "s.svs", "level": 0, "mpp": 0.5}]},
