@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "ApproximateWarning",
     "CheckpointError",
+    "ClusterError",
     "ConfigError",
     "GigasegError",
     "GigasegWarning",
@@ -54,6 +55,10 @@ class ModelOutputError(GigasegError, ArithmeticError):
 
 class ModelRunError(GigasegError, RuntimeError):
     """The model's runtime (onnxruntime, TorchScript) rejected an input or failed on it."""
+
+
+class ClusterError(GigasegError, RuntimeError):
+    """A cluster cannot run the work: a job refused or dead, no worker, a bad scheduler."""
 
 
 class StoreError(GigasegError, OSError):

@@ -6,16 +6,26 @@ workers, with GPUs requested from the scheduler (``--gres=gpu:N`` or ``ngpus=N``
 to Dask as a ``GPU`` resource on each worker so GPU tasks land one per device; ``address``
 connects to a scheduler someone else started. :func:`job_script` renders the batch script
 without starting anything, for ``--dry-run``.
+
+Job scripts start with ``set -e`` so a failing prologue line fails the job instead of starting
+a worker in a broken environment; with GPUs they bind one GPU per worker process
+(:mod:`pipeline.infer.gpus`); workers retire before the walltime (``lifetime``) and
+:class:`~workflows.jobs.JobWatch` replaces their job, fails the run on refused, dead or
+never-starting jobs, and records job ids and lost workers in a
+:class:`~workflows.jobs.ClusterLog`.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.infer.gpus import ENV_PROCESSES
+from workflows.jobs import ClusterLog, JobWatch, lifetime_args, recomputed_tiles, recording_job
 from workflows.spec import Cluster, JobQueue
 
 __all__ = ["connect", "describe", "job_script", "jobqueue_kwargs", "local_kwargs"]
@@ -57,8 +67,11 @@ def jobqueue_kwargs(kind: str, settings: JobQueue, *, name: str = "gigaseg") -> 
             "(e.g. cores: 8, memory: 32GB)"
         )
     processes = settings.worker_processes
-    worker_args: list[str] = []
+    worker_args = lifetime_args(settings.walltime, settings.lifetime)
     directives = list(settings.directives)
+    # A failing prologue line (module load, source) must fail the job, not start a worker
+    # in a half-set-up environment.
+    prologue = ["set -e", *settings.prologue]
     kwargs: dict[str, Any] = {
         "cores": settings.cores,
         "memory": settings.memory,
@@ -67,12 +80,15 @@ def jobqueue_kwargs(kind: str, settings: JobQueue, *, name: str = "gigaseg") -> 
         "queue": settings.queue,
         "account": settings.account,
         "python": settings.python or sys.executable,
-        "job_script_prologue": list(settings.prologue),
+        "job_script_prologue": prologue,
         "job_name": name,
         "death_timeout": settings.death_timeout,
     }
     if settings.gpus:
         worker_args += ["--resources", f"GPU={settings.gpus // processes}"]
+        # One GPU per worker process: the preload narrows CUDA_VISIBLE_DEVICES by rank.
+        worker_args += ["--preload", "pipeline.infer.gpus"]
+        prologue.append(f"export {ENV_PROCESSES}={processes}")
         if kind == "slurm":
             directives.append(f"--gres=gpu:{settings.gpus}")
         else:
@@ -163,14 +179,21 @@ def describe(cluster: Cluster) -> str:
 
 
 @contextmanager
-def connect(cluster: Cluster, *, name: str = "gigaseg") -> Iterator[Any]:
+def connect(
+    cluster: Cluster, *, name: str = "gigaseg", log: ClusterLog | None = None
+) -> Iterator[Any]:
     """Start (or connect to) the cluster and yield a :class:`distributed.Client`.
 
     Everything started here is stopped on exit: jobs are cancelled, local workers closed.
+    For slurm/pbs a :class:`~workflows.jobs.JobWatch` follows the jobs; its findings (job ids,
+    replaced jobs, lost workers, recomputed tiles, the error that stopped the run) go into
+    ``log``. A cluster that cannot start raises :class:`~pipeline.errors.ClusterError`.
     """
     from distributed import Client
 
     from pipeline.runner import close_cluster, local_cluster
+
+    log = log if log is not None else ClusterLog()
 
     if cluster.type == "address":
         with Client(cluster.address, timeout="30s") as client:  # type: ignore[no-untyped-call]
@@ -188,14 +211,36 @@ def connect(cluster: Cluster, *, name: str = "gigaseg") -> Iterator[Any]:
     kwargs = jobqueue_kwargs(cluster.type, settings, name=name)
     # Workers reach the scheduler on `interface`; only its dashboard stays on loopback.
     scheduler_options: dict[str, Any] = {"dashboard_address": "127.0.0.1:0"}
-    with _cluster_class(cluster.type)(scheduler_options=scheduler_options, **kwargs) as jobs:
-        if settings.max_jobs > settings.min_jobs:
-            jobs.adapt(minimum_jobs=settings.min_jobs, maximum_jobs=settings.max_jobs)
-        else:
-            jobs.scale(jobs=settings.max_jobs)
+    failures: list[str] = []
+    job_cls = recording_job(_job_class(cluster.type), failures)
+    cluster_cls = _cluster_class(cluster.type)
+    fixed = settings.max_jobs if settings.max_jobs == settings.min_jobs else None
+    with cluster_cls(scheduler_options=scheduler_options, job_cls=job_cls, **kwargs) as jobs:
+        since = time.time()
         with Client(jobs) as client:  # type: ignore[no-untyped-call]
-            if settings.min_jobs:
-                # Tasks are planned against the workers present (GPU resources, slots), so
-                # start once the minimum is up; on a busy queue this waits for the jobs.
-                client.wait_for_workers(settings.min_jobs * settings.worker_processes)
-            yield client
+            watch = JobWatch(
+                jobs,
+                client,
+                cluster.type,
+                failures,
+                log,
+                fixed=fixed,
+                start_timeout=settings.start_timeout,
+                log_directory=settings.log_directory,
+                queue=settings.queue,
+            )
+            if fixed is None:
+                jobs.adapt(minimum_jobs=settings.min_jobs, maximum_jobs=settings.max_jobs)
+            else:
+                jobs.scale(jobs=fixed)
+            try:
+                if settings.min_jobs:
+                    # Tasks are planned against the workers present (GPU resources, slots),
+                    # so start once the minimum is up; on a busy queue this waits for the
+                    # jobs, failing on a refused, dead or never-starting one.
+                    watch.wait_for_workers(settings.min_jobs * settings.worker_processes)
+                watch.start()
+                yield client
+            finally:
+                watch.stop()
+                log.recomputed_tiles = recomputed_tiles(client, since)

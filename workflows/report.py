@@ -139,11 +139,14 @@ class RunReport:
     resume: bool = False
     source: str | None = None
     job_script: str | None = None
+    #: Batch jobs (ids, replaced), lost workers, recomputed tiles and a cluster error.
+    cluster_log: dict[str, Any] | None = None
+    error: str | None = None
 
     @property
     def ok(self) -> bool:
-        """Whether no scene failed."""
-        return not any(s.status == "failed" for s in self.scenes)
+        """Whether no scene failed and the cluster raised no error."""
+        return self.error is None and not any(s.status == "failed" for s in self.scenes)
 
     def total(self) -> dict[str, Any]:
         """Totals over scenes: summed stage times and tiles, overall Mpx/s, peak memory."""
@@ -179,6 +182,8 @@ class RunReport:
             "finished": self.finished,
             "dry_run": self.dry_run,
             "resume": self.resume,
+            "error": self.error,
+            "cluster_log": self.cluster_log,
             "scenes": [s.to_dict() for s in self.scenes],
             "total": self.total(),
         }

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline.errors import ClusterError
 from pipeline.read.location import redact
 from workflows.cluster import connect, describe, job_script
 from workflows.exports import (
@@ -34,6 +35,7 @@ from workflows.exports import (
     stale_reason,
     store_identity,
 )
+from workflows.jobs import ClusterLog
 from workflows.plan import Plan, Scene, make_plan
 from workflows.report import (
     ExportRecord,
@@ -269,8 +271,22 @@ def run(
     if client is not None or (resume and _nothing_to_do(the_plan, previous)):
         _execute(the_plan, report, client, resume, overwrite, progress, previous, errors)
     else:
-        with connect(workflow.cluster, name=the_plan.name) as own_client:
-            _execute(the_plan, report, own_client, resume, overwrite, progress, previous, errors)
+        log = ClusterLog()
+        try:
+            with connect(workflow.cluster, name=the_plan.name, log=log) as own_client:
+                _execute(
+                    the_plan, report, own_client, resume, overwrite, progress, previous, errors
+                )
+        except ClusterError as exc:  # the cluster never started: nothing ran
+            log.error = log.error or exc
+        report.cluster_log = log.to_dict()
+        if log.error is not None:
+            # The cluster's failure is the cause; scene errors are its cancelled futures.
+            report.error = str(log.error)
+            for record in report.scenes:
+                if record.status in ("failed", "pending"):
+                    record.status, record.error = "failed", str(log.error)
+            errors.insert(0, log.error)
     report.seconds = time.perf_counter() - started
     report.finished = datetime.now(UTC).isoformat(timespec="seconds")
     report.write()

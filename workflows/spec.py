@@ -506,6 +506,16 @@ class JobQueue(_Section):
     death_timeout: Annotated[int, Field(gt=0)] = Field(
         60, description="Seconds a worker waits for a lost scheduler."
     )
+    start_timeout: Annotated[int, Field(gt=0)] | None = Field(
+        600,
+        description="Seconds a submitted job may take to connect its workers (queue wait "
+        "included) before the run fails naming its state; null waits forever.",
+    )
+    lifetime: str | Annotated[int, Field(gt=0)] | None = Field(
+        "auto",
+        description="Workers retire after this (seconds or `50m`), staggered, and a fresh job "
+        "takes over; auto: 85-95 % of the walltime; null: never.",
+    )
 
     @field_validator("walltime")
     @classmethod
@@ -519,6 +529,22 @@ class JobQueue(_Section):
     def _memory(cls, value: str | None) -> str | None:
         if value is not None:
             _parse_bytes(value)
+        return value
+
+    @field_validator("lifetime")
+    @classmethod
+    def _lifetime(cls, value: str | int | None) -> str | int | None:
+        if isinstance(value, str) and value != "auto":
+            from dask.utils import parse_timedelta
+
+            try:
+                seconds = parse_timedelta(value, default="s")
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(
+                    f"must be auto, null or a duration like 50m, got {value!r}"
+                ) from None
+            if not seconds or seconds <= 0:
+                raise ValueError(f"must be a positive duration, got {value!r}")
         return value
 
     @model_validator(mode="after")

@@ -10,4 +10,6 @@ result. Read the module docstrings as the list:
 - ``test_invalid_pixels`` NaN / nodata inside tiles, tiny valid areas in huge sparse scenes
 - ``test_outputs``        outputs that collide, overwrite inputs, reports, temporary files
 - ``test_stores``         concurrent runs, resume checks, deleted/corrupt chunks, ``--verify``
+- ``test_cluster_faults`` job scripts (set -e, lifetimes, TLS), GPU binding, Ctrl-C on workers
+- ``test_slurm_faults``   real SLURM: refused, dead, pending, lost and retiring jobs, Ctrl-C
 """

@@ -1,0 +1,145 @@
+"""Cluster faults that need no batch scheduler: job scripts, worker lifetimes, GPU binding.
+
+- A failing prologue line (``module load`` of a missing module) fails the job: the job script
+  runs ``set -e`` before the prologue.
+- Workers retire before the walltime kills their job (``--lifetime`` + ``--lifetime-stagger``
+  derived from the walltime), so a fresh job takes over instead of tiles dying mid-task.
+- A job or machine with N GPUs binds one GPU per worker process (worker rank i -> GPU i), shown
+  by construction on CPU: real Dask workers started with the binding preload each see their
+  own ``CUDA_VISIBLE_DEVICES``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import ClusterError, ConfigError
+from pipeline.infer.gpus import ENV_PROCESSES, devices_for, worker_rank
+from workflows.cluster import job_script
+from workflows.jobs import lifetime_args, lifetime_seconds, parse_walltime, submit_message
+from workflows.spec import Cluster, parse_workflow
+
+
+def _cluster(**slurm: object) -> Cluster:
+    settings = {"cores": 4, "memory": "8GB", "python": "/env/bin/python", **slurm}
+    data = {"inputs": ["a.tif"], "model": "m.safetensors"}
+    return parse_workflow({**data, "cluster": {"type": "slurm", "slurm": settings}}).cluster
+
+
+def test_job_script_fails_on_a_failing_prologue_line() -> None:
+    lines = job_script(_cluster(prologue=["module load cuda/12", "source env.sh"])).splitlines()
+    assert lines.index("set -e") < lines.index("module load cuda/12") < lines.index("source env.sh")
+    assert not any(line.startswith("#SBATCH") for line in lines[lines.index("set -e") :])
+    assert lines[-1].startswith("/env/bin/python -m distributed.cli.dask_worker")
+
+
+def test_job_script_retires_workers_before_the_walltime() -> None:
+    command = job_script(_cluster(walltime="02:00:00")).splitlines()[-1]
+    # 2 h: margin 12 min, stagger 6 min -> the last worker leaves by 1 h 48 min.
+    assert "--lifetime 6120s --lifetime-stagger 360s" in command
+    assert "--lifetime-restart" not in command  # the job ends; a fresh one takes over
+    explicit = job_script(_cluster(walltime="02:00:00", lifetime="50m")).splitlines()[-1]
+    assert "--lifetime 3000s --lifetime-stagger 150s" in explicit
+    assert "--lifetime" not in job_script(_cluster(lifetime=None))
+
+
+@pytest.mark.parametrize("walltime", ["5", "00:01:00", "00:10:00", "01:00:00", "2-00:00:00"])
+def test_auto_lifetime_always_leaves_time_to_hand_over(walltime: str) -> None:
+    wall = parse_walltime(walltime)
+    times = lifetime_seconds(walltime)
+    assert times is not None
+    life, stagger = times
+    assert life > 0 and stagger >= 0
+    assert life + stagger <= 0.9 * wall  # at least 10 % of the walltime left to drain
+    assert life >= 0.6 * wall  # but most of it used
+
+
+def test_walltime_forms() -> None:
+    assert parse_walltime("45") == 45 * 60
+    assert parse_walltime("45:30") == 45 * 60 + 30
+    assert parse_walltime("1-12") == 36 * 3600
+    assert parse_walltime("1-12:30:15") == 36 * 3600 + 30 * 60 + 15
+    with pytest.raises(ClusterError, match=r"walltime 'soon' is not \[D-\]HH:MM:SS"):
+        parse_walltime("soon")
+    assert lifetime_args("01:00:00", None) == []
+
+
+def test_bad_lifetime_is_a_config_error_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"cluster\.slurm\.lifetime.*duration like 50m"):
+        _cluster(lifetime="whenever")
+
+
+def test_submit_error_keeps_the_schedulers_words() -> None:
+    raw = (
+        "Command exited with non-zero exit code.\nExit code: 1\nCommand:\nsbatch /tmp/x.sh\n"
+        "stdout:\n\nstderr:\nsbatch: error: invalid partition specified: gpu\n"
+        "sbatch: error: Batch job submission failed: Invalid partition name specified\n\n"
+    )
+    assert submit_message(raw) == (
+        "sbatch: error: invalid partition specified: gpu; "
+        "sbatch: error: Batch job submission failed: Invalid partition name specified"
+    )
+
+
+def test_gpu_job_script_binds_one_gpu_per_worker() -> None:
+    lines = job_script(_cluster(gpus=4, processes=2)).splitlines()
+    assert f"export {ENV_PROCESSES}=2" in lines
+    assert lines.index("set -e") < lines.index(f"export {ENV_PROCESSES}=2")
+    command = lines[-1]
+    assert "--resources GPU=2" in command
+    assert "--preload pipeline.infer.gpus" in command
+    assert "--preload" not in job_script(_cluster())  # no GPUs, nothing to bind
+
+
+@pytest.mark.parametrize(
+    ("names", "processes", "per_worker", "visible", "expected"),
+    [
+        (["job-0-0", "job-0-1"], 2, 1, None, ["0", "1"]),
+        (["job-7-0", "job-7-1"], 2, 1, "2,3", ["2", "3"]),  # SLURM's own list
+        (["job-0-0", "job-0-1"], 2, 2, "0,1,2,3", ["0,1", "2,3"]),
+        (["job-5"], 1, 1, "6", ["6"]),
+        ([0, 1, 2, 3], 4, 1, None, ["0", "1", "2", "3"]),  # LocalCluster names
+    ],
+)
+def test_worker_rank_maps_to_its_own_gpu(
+    names: list[object], processes: int, per_worker: int, visible: str | None, expected: list[str]
+) -> None:
+    got = [devices_for(worker_rank(n, processes), per_worker, visible) for n in names]
+    assert got == expected
+    assert len(set(got)) == len(got)  # no two workers share a device
+
+
+def test_too_few_visible_gpus_is_reported() -> None:
+    with pytest.raises(ConfigError, match=r"worker rank 1 needs 1 GPU\(s\).*=0;"):
+        devices_for(1, 1, "0")
+    with pytest.raises(ConfigError, match="has no rank suffix"):
+        worker_rank("scheduler", 2)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+)
+def test_dask_workers_each_bind_their_own_gpu() -> None:
+    """Real worker processes started with the preload see one device each (no GPU needed)."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            resources={"GPU": 1},
+            preload=["pipeline.infer.gpus"],
+            env={ENV_PROCESSES: "2"},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        import os
+
+        seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+    by_name = {workers[address]["name"]: devices for address, devices in seen.items()}
+    assert by_name == {0: "0", 1: "1"}
