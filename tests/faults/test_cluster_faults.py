@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import pytest
 
 from pipeline.errors import ClusterError, ConfigError
@@ -116,6 +119,11 @@ def test_too_few_visible_gpus_is_reported() -> None:
         worker_rank("scheduler", 2)
 
 
+def _bound_devices(dask_worker: Any) -> tuple[Any, str | None]:
+    """On a worker: its name and the GPUs it may use."""
+    return dask_worker.name, os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.filterwarnings(
     "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
@@ -137,9 +145,6 @@ def test_dask_workers_each_bind_their_own_gpu() -> None:
         ) as cluster,
         Client(cluster) as client,
     ):
-        import os
-
-        seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
-        workers = client.scheduler_info(n_workers=-1)["workers"]
-    by_name = {workers[address]["name"]: devices for address, devices in seen.items()}
+        seen = client.run(_bound_devices)
+    by_name = dict(seen.values())
     assert by_name == {0: "0", 1: "1"}
