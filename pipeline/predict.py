@@ -655,7 +655,13 @@ def predict(
             for r, c in todo
         ]
         tiles_started = time.perf_counter()
-        _execute(tasks, jobs, src, grid, report, progress, on_tile)
+        try:
+            _execute(tasks, jobs, src, grid, report, progress, on_tile)
+        except BaseException as exc:
+            # Never leave the store "running" (a rerun would take it for a live run):
+            # interrupted (Ctrl-C, cancelled by the workflow) or failed; --resume finishes it.
+            set_status(store_path, _stopped_status(exc))
+            raise
         if report.tiles_computed:
             report.bottleneck = bottleneck(
                 report.megapixels,
@@ -676,6 +682,13 @@ def predict(
     )
     report.status = "complete"
     return report
+
+
+def _stopped_status(exc: BaseException) -> str:
+    """``interrupted`` for Ctrl-C and cancelled tasks, ``failed`` for anything else."""
+    from concurrent.futures import CancelledError
+
+    return "interrupted" if isinstance(exc, KeyboardInterrupt | CancelledError) else "failed"
 
 
 def _model_call_size(

@@ -143,7 +143,7 @@ def local_cluster(
     # setting reaches them, so their level travels in the environment they are spawned with:
     # without it each worker prints "Connection ... has been closed" when the run ends.
     quiet_workers = {"distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED": "error"}
-    with dask.config.set(quiet_workers):
+    with dask.config.set(quiet_workers), _children_ignore_sigint():
         return LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=workers if n_workers is None else n_workers,
             threads_per_worker=threads if threads_per_worker is None else threads_per_worker,
@@ -154,6 +154,27 @@ def local_cluster(
             resources=resources,
             silence_logs=logging.ERROR,
         )
+
+
+@contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Start worker processes with SIGINT ignored (they inherit it across exec).
+
+    Ctrl-C in a terminal reaches the whole process group: workers then died mid-tile, each
+    printing a traceback before this process could stop the run in order. Stopping is this
+    process's job; workers are retired by :func:`close_cluster`.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def close_cluster(client: Any, cluster: Any = None, *, timeout: float = 60.0) -> None:
@@ -176,21 +197,22 @@ def close_cluster(client: Any, cluster: Any = None, *, timeout: float = 60.0) ->
     except Exception:  # best effort: close() below still stops everything
         pass
     finally:
-        with _quiet("distributed"):
+        # Nannies whose worker was retired may log a cancelled close as an ERROR traceback.
+        with _quiet("distributed"), _quiet("distributed.nanny", logging.CRITICAL):
             client.close()
             if cluster is not None:
                 cluster.close()
 
 
 @contextmanager
-def _quiet(name: str) -> Iterator[None]:
+def _quiet(name: str, level: int = logging.ERROR) -> Iterator[None]:
     logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    before = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(before)
 
 
 class Runner:

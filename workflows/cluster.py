@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
@@ -28,7 +29,7 @@ from pipeline.infer.gpus import ENV_PROCESSES
 from workflows.jobs import ClusterLog, JobWatch, lifetime_args, recomputed_tiles, recording_job
 from workflows.spec import Cluster, JobQueue
 
-__all__ = ["connect", "describe", "job_script", "jobqueue_kwargs", "local_kwargs"]
+__all__ = ["connect", "describe", "job_script", "jobqueue_kwargs", "local_kwargs", "security"]
 
 #: Scheduler address placeholder in rendered job scripts (the real one is known at start).
 SCHEDULER_PLACEHOLDER = "tcp://SCHEDULER:8786"
@@ -49,8 +50,12 @@ def local_kwargs(cluster: Cluster) -> dict[str, Any]:
     }
 
 
-def jobqueue_kwargs(kind: str, settings: JobQueue, *, name: str = "gigaseg") -> dict[str, Any]:
+def jobqueue_kwargs(
+    kind: str, settings: JobQueue, *, name: str = "gigaseg", write: bool = True
+) -> dict[str, Any]:
     """Keyword arguments for ``SLURMCluster``/``PBSCluster`` (and their ``Job`` classes).
+
+    ``write=False`` writes no temporary TLS certificate (a job script shown, not run).
 
     Parameters
     ----------
@@ -93,14 +98,15 @@ def jobqueue_kwargs(kind: str, settings: JobQueue, *, name: str = "gigaseg") -> 
             directives.append(f"--gres=gpu:{settings.gpus}")
         else:
             from dask.utils import parse_bytes
-            from dask_jobqueue.pbs import pbs_format_bytes_ceil
 
-            mem = pbs_format_bytes_ceil(parse_bytes(settings.memory))  # type: ignore[no-untyped-call]
+            mem = _jobqueue("pbs").pbs_format_bytes_ceil(parse_bytes(settings.memory))
             kwargs["resource_spec"] = (
                 f"select=1:ncpus={settings.cores}:mem={mem}:ngpus={settings.gpus}"
             )
     if settings.interface:
         kwargs["interface"] = settings.interface
+    if settings.security is not None:
+        kwargs["security"] = security(settings, write=write)
     if settings.log_directory:
         kwargs["log_directory"] = settings.log_directory
     if settings.local_directory:
@@ -110,24 +116,101 @@ def jobqueue_kwargs(kind: str, settings: JobQueue, *, name: str = "gigaseg") -> 
     return kwargs
 
 
+def security(settings: JobQueue, *, write: bool = True) -> Any:
+    """Return dask's :class:`~distributed.security.Security` for ``settings.security``.
+
+    ``temporary`` makes a self-signed certificate for this run and writes it (mode 0600) as
+    ``gigaseg-tls-<id>.{ca,cert,key}.pem`` into ``log_directory`` (else
+    ``~/.cache/gigaseg/tls``), a folder the jobs must see; ``write=False`` only names the
+    files (for ``--dry-run``). Given files are used as they are by scheduler, workers and
+    client alike.
+    """
+    if settings.security is None:
+        return None
+    if settings.security == "temporary":
+        return _temporary_security(settings, write=write)
+    files = settings.security
+    for key in ("tls_ca_file", "tls_cert", "tls_key"):
+        path = getattr(files, key)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"security.{key} {path} does not exist; give a PEM file")
+    return _security(files.tls_ca_file, files.tls_cert, files.tls_key)
+
+
+def _security(ca: str, cert: str, key: str | None) -> Any:
+    from distributed.security import Security
+
+    return Security(  # type: ignore[no-untyped-call]
+        tls_ca_file=ca,
+        tls_client_cert=cert,
+        tls_client_key=key,
+        tls_scheduler_cert=cert,
+        tls_scheduler_key=key,
+        tls_worker_cert=cert,
+        tls_worker_key=key,
+        require_encryption=True,
+    )
+
+
+def _temporary_security(settings: JobQueue, *, write: bool) -> Any:
+    import os
+    import uuid
+
+    from distributed.security import Security
+
+    folder = (
+        Path(settings.log_directory)
+        if settings.log_directory
+        else Path.home() / ".cache" / "gigaseg" / "tls"
+    ).absolute()
+    stem = f"gigaseg-tls-{uuid.uuid4().hex[:12]}" if write else "gigaseg-tls-RUN"
+    paths = {part: str(folder / f"{stem}.{part}.pem") for part in ("ca", "cert", "key")}
+    if write:
+        try:
+            made = Security.temporary()  # type: ignore[no-untyped-call]
+        except ImportError:
+            raise ConfigError(
+                "security: temporary needs the cryptography package; "
+                "pip install 'gigaseg[cluster]' or give certificate files"
+            ) from None
+        folder.mkdir(parents=True, exist_ok=True)
+        texts = {"ca": made.tls_ca_file, "cert": made.tls_worker_cert, "key": made.tls_worker_key}
+        for part, text in texts.items():
+            descriptor = os.open(paths[part], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(text)
+    return _security(paths["ca"], paths["cert"], paths["key"])
+
+
+def _jobqueue(kind: str) -> Any:
+    """Import the dask-jobqueue module for ``kind`` without letting it take over Ctrl-C.
+
+    Importing ``dask_jobqueue`` installs a process-wide SIGINT handler that calls
+    ``sys.exit()`` (its ``runner`` module): a Ctrl-C then raised ``SystemExit`` wherever the
+    main thread waited and the run ended with status 0, no report and stores left
+    ``running``. The handler in place before the import is put back.
+    """
+    import importlib
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        return importlib.import_module(f"dask_jobqueue.{kind}")
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def _job_class(kind: str) -> Any:
-    if kind == "slurm":
-        from dask_jobqueue.slurm import SLURMJob
-
-        return SLURMJob
-    from dask_jobqueue.pbs import PBSJob
-
-    return PBSJob
+    module = _jobqueue(kind)
+    return module.SLURMJob if kind == "slurm" else module.PBSJob
 
 
 def _cluster_class(kind: str) -> Any:
-    if kind == "slurm":
-        from dask_jobqueue.slurm import SLURMCluster
-
-        return SLURMCluster
-    from dask_jobqueue.pbs import PBSCluster
-
-    return PBSCluster
+    module = _jobqueue(kind)
+    return module.SLURMCluster if kind == "slurm" else module.PBSCluster
 
 
 def job_script(cluster: Cluster, *, name: str = "gigaseg") -> str:
@@ -139,7 +222,7 @@ def job_script(cluster: Cluster, *, name: str = "gigaseg") -> str:
     if cluster.type not in ("slurm", "pbs"):
         raise ConfigError(f"cluster.type is {cluster.type}; only slurm and pbs have job scripts")
     settings: JobQueue = getattr(cluster, cluster.type)
-    kwargs = jobqueue_kwargs(cluster.type, settings, name=name)
+    kwargs = jobqueue_kwargs(cluster.type, settings, name=name, write=False)
     job = _job_class(cluster.type)(scheduler=SCHEDULER_PLACEHOLDER, name=f"{name}-worker", **kwargs)
     return str(job.job_script())
 

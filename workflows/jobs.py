@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ClusterError
+from workflows.interrupt import cancel_all
 
 __all__ = [
     "ClusterLog",
@@ -497,16 +498,8 @@ class JobWatch:
 
     def _cancel_all(self) -> None:
         """Cancel every future of the client so that code waiting on results wakes up."""
-        from distributed import Future
-
-        keys = list(getattr(self.client, "futures", {}) or {})
-        if not keys or self.log.error is None:
-            return
-        futures = [Future(key, self.client) for key in keys]  # type: ignore[no-untyped-call]
-        try:
-            self.client.cancel(futures, reason="cluster-failed", msg=str(self.log.error))
-        except Exception:  # the client is closing
-            return
+        if self.log.error is not None:
+            cancel_all(self.client, "cluster-failed", str(self.log.error))
 
 
 def _has_worker(job: str, names: set[str]) -> bool:

@@ -79,7 +79,7 @@ class SceneReport:
 
     input: str
     store: str
-    status: str = "pending"  # complete | skipped (complete) | failed | planned
+    status: str = "pending"  # complete | skipped (complete) | failed | interrupted | planned
     error: str | None = None
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
@@ -142,6 +142,14 @@ class RunReport:
     #: Batch jobs (ids, replaced), lost workers, recomputed tiles and a cluster error.
     cluster_log: dict[str, Any] | None = None
     error: str | None = None
+    interrupted: bool = False
+
+    @property
+    def status(self) -> str:
+        """``complete``, ``failed`` (a scene or the cluster) or ``interrupted`` (Ctrl-C)."""
+        if self.interrupted:
+            return "interrupted"
+        return "complete" if self.ok else "failed"
 
     @property
     def ok(self) -> bool:
@@ -182,6 +190,7 @@ class RunReport:
             "finished": self.finished,
             "dry_run": self.dry_run,
             "resume": self.resume,
+            "status": self.status,
             "error": self.error,
             "cluster_log": self.cluster_log,
             "scenes": [s.to_dict() for s in self.scenes],

@@ -35,6 +35,7 @@ from workflows.exports import (
     stale_reason,
     store_identity,
 )
+from workflows.interrupt import Interrupt
 from workflows.jobs import ClusterLog
 from workflows.plan import Plan, Scene, make_plan
 from workflows.report import (
@@ -226,6 +227,9 @@ def run(
         Before any work, for every invalid key, missing input or colliding output.
     GigasegError, OSError
         The first scene failure, after the other scenes finished and the report was written.
+    KeyboardInterrupt
+        On Ctrl-C, after the work was cancelled, unfinished stores were marked
+        ``interrupted``, the cluster stopped and the report written (status interrupted).
     """
     out = stream or sys.stdout
     if resume and overwrite:
@@ -268,25 +272,23 @@ def run(
     started = time.perf_counter()
     report.started = datetime.now(UTC).isoformat(timespec="seconds")
     errors: list[BaseException] = []
-    if client is not None or (resume and _nothing_to_do(the_plan, previous)):
-        _execute(the_plan, report, client, resume, overwrite, progress, previous, errors)
-    else:
-        log = ClusterLog()
+    log = ClusterLog()
+    with Interrupt() as interrupt:
         try:
-            with connect(workflow.cluster, name=the_plan.name, log=log) as own_client:
-                _execute(
-                    the_plan, report, own_client, resume, overwrite, progress, previous, errors
+            if client is not None or (resume and _nothing_to_do(the_plan, previous)):
+                interrupt.client = client
+                _execute(the_plan, report, client, resume, overwrite, progress, previous, errors)
+            else:
+                _execute_on_cluster(
+                    the_plan, report, log, interrupt, resume, overwrite, progress, previous, errors
                 )
-        except ClusterError as exc:  # the cluster never started: nothing ran
-            log.error = log.error or exc
+        except KeyboardInterrupt:
+            interrupt.received = True
+    if client is None:
         report.cluster_log = log.to_dict()
-        if log.error is not None:
-            # The cluster's failure is the cause; scene errors are its cancelled futures.
-            report.error = str(log.error)
-            for record in report.scenes:
-                if record.status in ("failed", "pending"):
-                    record.status, record.error = "failed", str(log.error)
-            errors.insert(0, log.error)
+    cause = _stop_cause(report, log, interrupted=interrupt.received)
+    if cause is not None:
+        errors.insert(0, cause)
     report.seconds = time.perf_counter() - started
     report.finished = datetime.now(UTC).isoformat(timespec="seconds")
     report.write()
@@ -294,6 +296,45 @@ def run(
     if errors:
         raise errors[0]
     return report
+
+
+def _stop_cause(report: RunReport, log: ClusterLog, *, interrupted: bool) -> BaseException | None:
+    """Record a Ctrl-C or a cluster failure on the report; return what the run raises."""
+    cause: BaseException
+    if interrupted:
+        # Scenes that did not finish were cancelled: their stores say so (predict marks them
+        # interrupted), and so does the report; the CLI exits 130.
+        report.interrupted = True
+        report.error, status, cause = "interrupted (SIGINT)", "interrupted", KeyboardInterrupt()
+    elif log.error is not None:
+        # The cluster's failure is the cause; scene errors are its cancelled futures.
+        report.error, status, cause = str(log.error), "failed", log.error
+    else:
+        return None
+    for record in report.scenes:
+        if record.status in ("failed", "pending"):
+            record.status, record.error = status, report.error
+    return cause
+
+
+def _execute_on_cluster(
+    plan: Plan,
+    report: RunReport,
+    log: ClusterLog,
+    interrupt: Interrupt,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    previous: Mapping[str, Any],
+    errors: list[BaseException],
+) -> None:
+    """Start the workflow's cluster, run every scene on it, and stop it (jobs cancelled)."""
+    try:
+        with connect(plan.workflow.cluster, name=plan.name, log=log) as own_client:
+            interrupt.client = own_client
+            _execute(plan, report, own_client, resume, overwrite, progress, previous, errors)
+    except ClusterError as exc:  # the cluster never started: nothing ran
+        log.error = log.error or exc
 
 
 def _nothing_to_do(plan: Plan, previous: Mapping[str, Any]) -> bool:

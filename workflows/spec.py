@@ -467,6 +467,14 @@ class LocalSettings(_Section):
         return value
 
 
+class TlsFiles(_Section):
+    """TLS certificate files (PEM) for dask's ``Security``, readable by the jobs."""
+
+    tls_ca_file: str = Field(description="Certificate authority that signed the certificates.")
+    tls_cert: str = Field(description="Certificate of this node (scheduler, workers, client).")
+    tls_key: str | None = Field(None, description="Its private key, if not inside tls_cert.")
+
+
 class JobQueue(_Section):
     """A batch-scheduler cluster (SLURM or PBS) through dask-jobqueue; one job = N workers."""
 
@@ -496,7 +504,17 @@ class JobQueue(_Section):
     directives: list[str] = Field(
         default_factory=list, description="Extra scheduler directives, e.g. `--constraint=a100`."
     )
-    interface: str | None = Field(None, description="Network interface of workers, e.g. `ib0`.")
+    interface: str | None = Field(
+        None,
+        description="Network interface the scheduler and workers listen on, e.g. `ib0`; null: "
+        "the scheduler listens on every interface.",
+    )
+    security: Literal["temporary"] | TlsFiles | None = Field(
+        None,
+        description="TLS between scheduler, workers and client: `temporary` (self-signed, "
+        "written next to the run for the jobs) or `{tls_ca_file, tls_cert, tls_key}`; null: "
+        "plain TCP.",
+    )
     min_jobs: Annotated[int, Field(ge=0)] = Field(0, description="Adaptive minimum of jobs.")
     max_jobs: Annotated[int, Field(gt=0)] = Field(
         1, description="Adaptive maximum; equal to min_jobs for a fixed size."

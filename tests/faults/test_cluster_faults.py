@@ -11,13 +11,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline.errors import ClusterError, ConfigError
 from pipeline.infer.gpus import ENV_PROCESSES, devices_for, worker_rank
+from tests.workflows.conftest import ledger, tiny_model, write_geotiff  # noqa: F401
 from workflows.cluster import job_script
 from workflows.jobs import lifetime_args, lifetime_seconds, parse_walltime, submit_message
 from workflows.spec import Cluster, parse_workflow
@@ -148,3 +155,60 @@ def test_dask_workers_each_bind_their_own_gpu() -> None:
         seen = client.run(_bound_devices)
     by_name = dict(seen.values())
     assert by_name == {0: "0", 1: "1"}
+
+
+@pytest.mark.timeout(240)
+def test_ctrl_c_during_predict_on_workers_is_one_line_and_marks_the_store(
+    tmp_path: Path,
+    tiny_model: Path,  # noqa: F811
+) -> None:
+    """Ctrl-C reaches the whole process group: no worker traceback, exit 130, store says so."""
+    source = write_geotiff(tmp_path / "big.tif", height=1024, width=1024)
+    store = tmp_path / "out.zarr"
+    command = [sys.executable, "-m", "workflows", "predict", str(source)]
+    command += ["--model", str(tiny_model), "--out", str(store), "--tile", "32"]
+    command += ["--workers", "2", "--no-progress", "--precision", "fp32"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not (ledger(store) == 1).any():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines() == ["gigaseg: interrupted"], err
+    attrs = json.loads((store / "zarr.json").read_text())["attributes"]
+    assert attrs["status"] == "interrupted"
+    assert not (ledger(store) == 1).all()  # really stopped early
+
+
+def test_tls_job_script_and_missing_certificates(tmp_path: Path) -> None:
+    for name in ("ca.pem", "node.pem", "node.key"):
+        (tmp_path / name).write_text("-----BEGIN CERTIFICATE-----\n")
+    files = {
+        "tls_ca_file": str(tmp_path / "ca.pem"),
+        "tls_cert": str(tmp_path / "node.pem"),
+        "tls_key": str(tmp_path / "node.key"),
+    }
+    command = job_script(_cluster(security=files, interface="ib0")).splitlines()[-1]
+    assert f"--tls-ca-file {tmp_path / 'ca.pem'}" in command
+    assert f"--tls-cert {tmp_path / 'node.pem'}" in command
+    assert f"--tls-key {tmp_path / 'node.key'}" in command
+    assert "--interface ib0" in command
+    logs = tmp_path / "logs"
+    shown = job_script(_cluster(security="temporary", log_directory=str(logs)))
+    assert f"--tls-ca-file {logs / 'gigaseg-tls-RUN.ca.pem'}" in shown
+    assert not list(logs.glob("*.pem"))  # a dry run writes no key
+    with pytest.raises(ConfigError, match=r"security\.tls_key .*missing\.key does not exist"):
+        job_script(_cluster(security={**files, "tls_key": str(tmp_path / "missing.key")}))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -305,3 +306,69 @@ def test_two_gpu_job_binds_one_gpu_per_worker(tmp_path: Path, job_name: str) -> 
     for name, devices in by_name.items():
         assert name.endswith(f"-{devices}")  # worker rank i -> GPU i
     assert len(log.jobs) == 1
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_while_the_job_waits_in_the_queue(
+    tmp_path: Path,
+    tiny_model: Path,  # noqa: F811
+    geotiff_factory: Callable[..., Path],  # noqa: F811
+    job_name: str,
+) -> None:
+    """One SIGINT during the hang: exit 130, report and store say interrupted, job cancelled."""
+    geotiff_factory("a.tif", height=64, width=64)
+    spec = _workflow(tmp_path, tiny_model, job_name, directives=["--begin=now+1hour"])
+    spec["cluster"]["slurm"].update(min_jobs=0, max_jobs=1)  # adaptive: the run starts at once
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    store = tmp_path / "slurm" / "a.zarr"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workflows", "run", str(path), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 200
+        while not (_queue(job_name) and (store / "tiles").exists()):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the job was never submitted"
+            time.sleep(0.5)
+        time.sleep(2)  # the scene waits on its tiles: the hang of issue 13
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "gigaseg: interrupted"
+    assert "Traceback" not in err
+    report = json.loads((tmp_path / "slurm" / "gigaseg-report.json").read_text())
+    assert report["status"] == "interrupted"
+    assert report["scenes"][0]["status"] == "interrupted"
+    attrs = json.loads((store / "zarr.json").read_text())["attributes"]
+    assert attrs["status"] == "interrupted"
+    assert _queue(job_name) == []  # the pending job was cancelled
+
+
+@pytest.mark.timeout(180)
+# dask-jobqueue leaves the certificate files it writes for the jobs open (its bug, not ours).
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <_io:pytest.PytestUnraisableExceptionWarning"
+)
+def test_tls_cluster_on_loopback(tmp_path: Path, job_name: str) -> None:
+    """``security: temporary`` + ``interface: lo``: TLS on 127.0.0.1 only, and the jobs work."""
+    log = ClusterLog()
+    cluster = _slurm_cluster(tmp_path, security="temporary")
+    with connect(cluster, name=job_name, log=log) as client:
+        address = client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:")
+        assert client.submit(sum, [1, 2, 3]).result(timeout=60) == 6
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        assert workers and all(str(a).startswith("tls://127.0.0.1:") for a in workers)
+        # A plain-TCP client is refused: TLS is required.
+        from distributed import Client
+
+        with pytest.raises(OSError):
+            Client(address.replace("tls://", "tcp://"), timeout="3s")
+    assert log.error is None
