@@ -43,6 +43,7 @@ __all__ = [
     "Runner",
     "choose_mode",
     "close_cluster",
+    "connect_scheduler",
     "local_cluster",
     "machine_size",
 ]
@@ -177,6 +178,26 @@ def _children_ignore_sigint() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def connect_scheduler(address: str, *, timeout: str = "30s", security: Any = None) -> Any:
+    """Return a :class:`distributed.Client` of the scheduler at ``address``.
+
+    A scheduler that cannot be reached is one line (:class:`~pipeline.errors.ClusterError`),
+    raised before anything is written.
+    """
+    from distributed import Client
+
+    from pipeline.errors import ClusterError
+
+    try:
+        return Client(address, timeout=timeout, security=security)  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError) as exc:
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address} ({reason}); check the address and "
+            "that the scheduler is running"
+        ) from None
+
+
 def close_cluster(client: Any, cluster: Any = None, *, timeout: float = 60.0) -> None:
     """Close a client (and the cluster it owns) without "still alive ... killing" warnings.
 
@@ -249,9 +270,7 @@ class Runner:
         #: Intra-op threads a model task should use (``None``: leave the process default).
         self.threads: int | None = None
         if self.mode == "client" and client is None:
-            from distributed import Client
-
-            self.client = Client(self.settings.scheduler, timeout="30s")  # type: ignore[no-untyped-call]
+            self.client = connect_scheduler(str(self.settings.scheduler))
             self._owns_client = True
         elif self.mode == "cluster":
             from distributed import Client

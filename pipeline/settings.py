@@ -42,6 +42,7 @@ __all__ = [
     "option",
     "parse_auto_int",
     "parse_bands",
+    "parse_scheduler_address",
     "split_options",
 ]
 
@@ -337,6 +338,29 @@ class RunnerSettings:
         _set(self, "retries", _parse_int("retries", self.retries, 0))
         if self.scheduler is not None and self.workers is not None:
             raise ConfigError("give --workers or --scheduler, not both")
+        if self.scheduler is not None:
+            _set(self, "scheduler", parse_scheduler_address(self.scheduler))
+
+
+def parse_scheduler_address(address: str) -> str:
+    """Check a Dask scheduler address (``tcp://HOST:PORT``, ``tls://...``) and return it.
+
+    >>> parse_scheduler_address("tcp://127.0.0.1:8786")
+    'tcp://127.0.0.1:8786'
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(str(address))
+        if scheme in ("tcp", "tls"):
+            parse_host_port(location)
+    except (ValueError, TypeError) as exc:
+        reason = " ".join(str(exc).split())[:120]
+        raise ConfigError(
+            f"scheduler address {str(address)[:100]!r} is malformed ({reason}); "
+            "give tcp://HOST:PORT"
+        ) from None
+    return str(address)
 
 
 def split_options(options: Mapping[str, Any], *settings: Any) -> tuple[Any, ...]:

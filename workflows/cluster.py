@@ -274,12 +274,12 @@ def connect(
     """
     from distributed import Client
 
-    from pipeline.runner import close_cluster, local_cluster
+    from pipeline.runner import close_cluster, connect_scheduler, local_cluster
 
     log = log if log is not None else ClusterLog()
 
     if cluster.type == "address":
-        with Client(cluster.address, timeout="30s") as client:  # type: ignore[no-untyped-call]
+        with connect_scheduler(str(cluster.address)) as client:
             yield client
         return
     if cluster.type == "local":

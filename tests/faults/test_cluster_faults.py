@@ -212,3 +212,58 @@ def test_tls_job_script_and_missing_certificates(tmp_path: Path) -> None:
     assert not list(logs.glob("*.pem"))  # a dry run writes no key
     with pytest.raises(ConfigError, match=r"security\.tls_key .*missing\.key does not exist"):
         job_script(_cluster(security={**files, "tls_key": str(tmp_path / "missing.key")}))
+
+
+@pytest.mark.parametrize(
+    ("address", "said"),
+    [
+        ("foo", "missing port number"),
+        ("tcp://host:notaport", "invalid literal"),
+        ("tcp:/x:1", "invalid address"),
+    ],
+)
+def test_malformed_scheduler_address_is_one_line(
+    tmp_path: Path,
+    tiny_model: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    address: str,
+    said: str,
+) -> None:
+    from workflows.cli import main as cli
+
+    source = write_geotiff(tmp_path / "a.tif", height=64, width=64)
+    store = tmp_path / "out.zarr"
+    command = ["predict", str(source), "--model", str(tiny_model), "--out", str(store)]
+    code = cli([*command, "--scheduler", address])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1, err
+    assert f"scheduler address {address!r} is malformed ({said}" in err
+    assert "give tcp://HOST:PORT" in err
+    assert not store.exists()
+
+
+@pytest.mark.timeout(120)
+def test_unreachable_scheduler_writes_no_store(
+    tmp_path: Path,
+    tiny_model: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Nothing is created before the scheduler answers, so a rerun is not refused."""
+    import socket
+
+    from workflows.cli import main as cli
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    source = write_geotiff(tmp_path / "a.tif", height=64, width=64)
+    store = tmp_path / "out.zarr"
+    command = ["predict", str(source), "--model", str(tiny_model), "--out", str(store)]
+    code = cli([*command, "--scheduler", f"tcp://127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1, err
+    assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port} (" in err
+    assert not store.exists()
+    assert cli([*command, "--workers", "0", "--no-progress", "--precision", "fp32"]) == 0
