@@ -36,6 +36,7 @@ from pipeline.errors import (
     ApproximateWarning,
     CheckpointError,
     ConfigError,
+    GigasegError,
     InputError,
     ModelOutputError,
     StoreError,
@@ -295,7 +296,16 @@ def run_tile(job: TileJob, source: Source) -> TileResult:
         ]
         labels[hole] = NODATA_LABEL
         stored[:, hole] = np.nan if stored.dtype.kind == "f" else 0
-    write_core(job.store, job.plan.core, stored, labels, job.run_id)
+    try:
+        write_core(job.store, job.plan.core, stored, labels, job.run_id)
+    except StoreError:
+        raise
+    except OSError as exc:  # disk full, quota, read-only: name the store, say what to do
+        reason = exc.strerror or " ".join(str(exc).split())[:160]
+        raise StoreError(
+            f"cannot write tile {job.plan.index} of {job.store}: {reason}; free space there "
+            "(or choose another --out) and rerun with --resume"
+        ) from None
     write_s = time.perf_counter() - start
     return TileResult(
         job.plan.index,
@@ -655,13 +665,7 @@ def predict(
             for r, c in todo
         ]
         tiles_started = time.perf_counter()
-        try:
-            _execute(tasks, jobs, src, grid, report, progress, on_tile)
-        except BaseException as exc:
-            # Never leave the store "running" (a rerun would take it for a live run):
-            # interrupted (Ctrl-C, cancelled by the workflow) or failed; --resume finishes it.
-            set_status(store_path, _stopped_status(exc))
-            raise
+        _execute_or_mark(tasks, jobs, src, grid, report, progress, on_tile, attrs["run_id"])
         if report.tiles_computed:
             report.bottleneck = bottleneck(
                 report.megapixels,
@@ -684,11 +688,37 @@ def predict(
     return report
 
 
-def _stopped_status(exc: BaseException) -> str:
-    """``interrupted`` for Ctrl-C and cancelled tasks, ``failed`` for anything else."""
+def _execute_or_mark(
+    tasks: Runner,
+    jobs: list[TileJob],
+    src: Source,
+    grid: TileGrid,
+    report: PredictReport,
+    progress: bool,
+    on_tile: Callable[[int, int], None] | None,
+    run_id: str,
+) -> None:
+    """Run the tiles; a stopped run marks its store, a write error names it.
+
+    Ctrl-C (or tasks cancelled by the workflow) marks the store ``interrupted``, never
+    ``running`` or ``complete`` (``--resume`` finishes it); a failed run leaves it ``running``
+    (not complete). An ``OSError`` (disk full, quota) becomes one line naming the store.
+    """
     from concurrent.futures import CancelledError
 
-    return "interrupted" if isinstance(exc, KeyboardInterrupt | CancelledError) else "failed"
+    try:
+        _execute(tasks, jobs, src, grid, report, progress, on_tile)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | CancelledError):
+            with contextlib.suppress(OSError):  # another run took the store over
+                set_status(report.store, "interrupted", run_id=run_id)
+        if isinstance(exc, OSError) and not isinstance(exc, GigasegError):
+            reason = exc.strerror or " ".join(str(exc).split())[:160]
+            raise StoreError(
+                f"writing {report.store} failed: {reason}; free space there (or choose "
+                "another --out) and rerun with --resume"
+            ) from None
+        raise
 
 
 def _model_call_size(

@@ -28,6 +28,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -44,6 +45,7 @@ __all__ = [
     "choose_mode",
     "close_cluster",
     "connect_scheduler",
+    "dask_setup",
     "local_cluster",
     "machine_size",
 ]
@@ -154,7 +156,17 @@ def local_cluster(
             memory_limit=memory_limit,
             resources=resources,
             silence_logs=logging.ERROR,
+            preload=["pipeline.runner"],  # dask_setup below: no per-task failure records
         )
+
+
+def dask_setup(worker: Any) -> None:
+    """Worker preload of :func:`local_cluster`: silence the per-task "Compute Failed" record.
+
+    A failed task reaches the client, which reports it once; the worker's own ERROR record
+    with the traceback, per task and per retry, made 50 lines of a full disk.
+    """
+    logging.getLogger("distributed.worker").setLevel(logging.CRITICAL)
 
 
 @contextmanager
@@ -349,6 +361,7 @@ class Runner:
             from tqdm import tqdm
 
             bar = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr)
+        stream: Iterator[Any] | None = None
         try:
             if self.client is None:
                 stream = self._map_local(func, calls, width)
@@ -361,6 +374,11 @@ class Runner:
                     bar.update(1)
                 yield result
         finally:
+            # Cancel what is still in flight now, while the client is open (not at garbage
+            # collection after it closed: "Exception ignored ... IOLoop is closed" on Ctrl-C).
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
             if bar is not None:
                 bar.close()
 
@@ -432,7 +450,8 @@ class Runner:
                 yield result
         finally:
             if active:
-                client.cancel(list(active))
+                with contextlib.suppress(RuntimeError, OSError):  # the client is closing
+                    client.cancel(list(active))
 
     def close(self) -> None:
         """Stop what this runner started (a given client is left running)."""

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +268,44 @@ def test_unreachable_scheduler_writes_no_store(
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port} (" in err
     assert not store.exists()
     assert cli([*command, "--workers", "0", "--no-progress", "--precision", "fp32"]) == 0
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB file system (tmpfs), so writes fail with ENOSPC; needs root."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.timeout(240)
+def test_disk_full_with_workers_is_one_line_naming_the_store(
+    tmp_path: Path,
+    tiny_model: Path,  # noqa: F811
+    full_disk: Path,
+) -> None:
+    source = write_geotiff(tmp_path / "a.tif", height=512, width=512)
+    store = full_disk / "out.zarr"
+    command = [sys.executable, "-m", "workflows", "predict", str(source)]
+    command += ["--model", str(tiny_model), "--out", str(store), "--tile", "64"]
+    command += ["--workers", "2", "--no-progress", "--probabilities", "float32"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=200, check=False)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("gigaseg predict: error: ")
+    assert str(store) in lines[0]
+    assert ": No space left on device; free space there" in lines[0]
+    assert lines[0].endswith("rerun with --resume")
+    attrs = json.loads((store / "zarr.json").read_text())["attributes"]
+    assert attrs["status"] != "complete"
