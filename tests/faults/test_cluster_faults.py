@@ -309,3 +309,50 @@ def test_disk_full_with_workers_is_one_line_naming_the_store(
     assert lines[0].endswith("rerun with --resume")
     attrs = json.loads((store / "zarr.json").read_text())["attributes"]
     assert attrs["status"] != "complete"
+
+
+def _outside_address() -> str | None:
+    """One of this machine's non-loopback IPv4 addresses, if it has any."""
+    import socket
+
+    import psutil  # a dependency of distributed
+
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not address.address.startswith("127."):
+                return str(address.address)
+    return None
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+)
+def test_predict_cluster_listens_on_loopback_only() -> None:
+    """The dashboard, scheduler and workers of ``gigaseg predict --workers N`` are local."""
+    import socket
+    from urllib.parse import urlparse
+
+    from distributed import Client
+
+    from pipeline.runner import close_cluster, local_cluster
+
+    outside = _outside_address()
+    if outside is None:
+        pytest.skip("no non-loopback interface to probe from")
+    cluster = local_cluster(1, 1, kind="python")
+    client = Client(cluster)
+    try:
+        dashboard = urlparse(cluster.dashboard_link)
+        ports = [dashboard.port, int(cluster.scheduler_address.rsplit(":", 1)[1])]
+        ports += [int(a.rsplit(":", 1)[1]) for a in client.scheduler_info()["workers"]]
+        assert dashboard.hostname == "127.0.0.1"
+        for port in ports:
+            with socket.socket() as attempt:
+                attempt.settimeout(3)
+                assert attempt.connect_ex(("127.0.0.1", port)) == 0  # it does listen...
+            with socket.socket() as attempt:
+                attempt.settimeout(3)
+                assert attempt.connect_ex((outside, port)) != 0, port  # ...but not outside
+    finally:
+        close_cluster(client, cluster)
