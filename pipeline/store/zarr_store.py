@@ -50,6 +50,7 @@ __all__ = [
     "open_store",
     "read_attrs",
     "read_ledger",
+    "read_mask",
     "set_status",
     "tile_counts",
     "write_core",
@@ -506,6 +507,16 @@ def tile_counts(path: str | Path) -> dict[str, int]:
         "skipped": skipped,
         "left": int(ledger.size) - done - skipped,
     }
+
+
+def read_mask(path: str | Path, name: str) -> npt.NDArray[np.uint8] | None:
+    """Return a mask written by :func:`write_mask` (``None`` when the store has none)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    if name not in group:
+        return None
+    return np.asarray(group[name][...], dtype=np.uint8)
 
 
 def write_mask(

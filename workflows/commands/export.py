@@ -1,4 +1,8 @@
-"""``gigaseg export``: a store's labels (or one class's probabilities) as a COG."""
+"""``gigaseg export``: a store as a COG, or a slide run's tissue mask as QuPath annotations.
+
+The labels (or one class's probabilities with ``--class``) become a Cloud-Optimized GeoTIFF;
+``--tissue`` writes the mask that decided which slide tiles ran.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="export this class's probabilities (average overviews) instead of the labels",
     )
     parser.add_argument(
+        "--tissue",
+        action="store_true",
+        help="export the tissue mask the slide run used, as QuPath GeoJSON annotations "
+        "(level-0 pixels; --out F.geojson)",
+    )
+    parser.add_argument(
         "--resampling",
         default=None,
         help="overviews: mode (default) or nearest for labels; average (default) or nearest "
@@ -36,6 +46,17 @@ def main(args: argparse.Namespace) -> int:
     """Run :func:`pipeline.export.export_raster` and print its report as JSON."""
     from pipeline.export.raster import export_raster
 
+    if args.tissue:
+        from pipeline.errors import ConfigError
+        from pipeline.export.tissue import export_tissue
+
+        if args.class_name is not None or not str(args.out).endswith((".geojson", ".json")):
+            raise ConfigError(
+                "--tissue writes QuPath GeoJSON annotations: give --out F.geojson (and no --class)"
+            )
+        count = export_tissue(args.store, args.out, overwrite=args.overwrite)
+        print(json.dumps({"store": args.store, "out": args.out, "tissue_annotations": count}))
+        return 0
     report = export_raster(
         args.store,
         args.out,
