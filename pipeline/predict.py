@@ -701,8 +701,8 @@ def _execute_or_mark(
     """Run the tiles; a stopped run marks its store, a write error names it.
 
     Ctrl-C (or tasks cancelled by the workflow) marks the store ``interrupted``, never
-    ``running`` or ``complete`` (``--resume`` finishes it); a failed run leaves it ``running``
-    (not complete). An ``OSError`` (disk full, quota) becomes one line naming the store.
+    ``running`` or ``complete`` (``--resume`` finishes it); a task that fails marks it
+    ``failed`` with the reason (:func:`_execute`), never complete. An ``OSError`` (disk full, quota) becomes one line naming the store.
     """
     from concurrent.futures import CancelledError
 
