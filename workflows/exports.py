@@ -19,9 +19,12 @@ __all__ = [
     "VECTOR_SHAPING",
     "export_settings",
     "file_stamp",
+    "read_record",
+    "record_path",
     "run_export",
     "stale_reason",
     "store_identity",
+    "write_record",
 ]
 
 #: The ``vectorize`` settings that change a vector export's content.
@@ -83,6 +86,35 @@ def _changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         for key in sorted(set(old) | set(new))
         if old.get(key) != new.get(key)
     ]
+
+
+def record_path(path: Path) -> Path:
+    """Return the hidden record beside an export: how it was made (store, settings, file)."""
+    return path.with_name(f".{path.name}.gigaseg.json")
+
+
+def write_record(path: Path, record: Mapping[str, Any]) -> None:
+    """Write the export's record as soon as the export is complete.
+
+    A run killed after this export (before its report) then still knows, on ``--resume``,
+    that the file is up to date instead of rebuilding it.
+    """
+    import json
+
+    from pipeline.export.atomic import write_text
+
+    write_text(record_path(path), json.dumps(dict(record), default=str))
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """Return the record :func:`write_record` left beside ``path`` (``None``: none readable)."""
+    import json
+
+    try:
+        data = json.loads(record_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def stale_reason(

@@ -31,9 +31,11 @@ from workflows.cluster import connect, describe, job_script
 from workflows.exports import (
     export_settings,
     file_stamp,
+    read_record,
     run_export,
     stale_reason,
     store_identity,
+    write_record,
 )
 from workflows.interrupt import Interrupt
 from workflows.jobs import ClusterLog
@@ -145,7 +147,8 @@ def _export_up_to_date(
     plan: Plan, path: Path, fmt: str, export: Any, store: Path, previous: Mapping[str, Any]
 ) -> bool:
     settings = export_settings(fmt, export, plan.workflow.vectorize)
-    return stale_reason(path, store_identity(store), settings, previous.get(str(path))) is None
+    known = read_record(path) or previous.get(str(path))
+    return stale_reason(path, store_identity(store), settings, known) is None
 
 
 def _print_plan(plan: Plan, stream: IO[str], *, resume: bool, overwrite: bool) -> None:
@@ -475,7 +478,8 @@ def _run_scene(
         entry = ExportRecord(path=str(path), format=fmt, store=identity, settings=settings)
         record.exports.append(entry)
         if resume:
-            entry.reason = stale_reason(path, identity, settings, previous.get(str(path)))
+            known = read_record(path) or previous.get(str(path))
+            entry.reason = stale_reason(path, identity, settings, known)
             if entry.reason is None:
                 entry.status = "skipped (up to date)"
                 entry.file = file_stamp(path)
@@ -488,6 +492,8 @@ def _run_scene(
             client=client, overwrite=overwrite or resume,
         )  # fmt: skip
         entry.finish(made, time.perf_counter() - start, file_stamp(path))
+        write_record(path, {"path": str(path), "store": identity, "settings": settings,
+                            "file": entry.file})  # fmt: skip
         seconds = {"export": entry.seconds} if fmt == "cog" else None
         for stage, value in (
             seconds or vectorize_seconds(entry.report or {}, entry.seconds)
