@@ -43,6 +43,8 @@ __all__ = [
 
 #: Environment variable naming the cache folder.
 CACHE_ENV = "GIGASEG_CACHE_DIR"
+#: Bumped when what a cached choice means changes; entries of other versions are ignored.
+CACHE_VERSION = 2
 #: Pixels per model call at most (a 2272² window: the default 2048 patch plus halo 112).
 MAX_CALL_PIXELS = 2272 * 2272
 #: Patches per model call at most.
@@ -181,7 +183,7 @@ def choose_call_size(
     """
     measure_call = measure_call or measure
     path = cache_path()
-    full_key = f"{key}|tile<={min(tile, MAX_PATCH)}"
+    full_key = f"v{CACHE_VERSION}|{key}|tile<={min(tile, MAX_PATCH)}"
     with _LOCK:
         cached = _read_cache(path).get(full_key)
         if cached and int(cached.get("patch", 0)) in candidate_patches(tile, alignment, halo):
