@@ -30,7 +30,7 @@ import shapely
 
 from pipeline.errors import GigasegError
 from pipeline.export.features import FeatureBatch
-from pipeline.vectorize.instances import window_instances
+from pipeline.vectorize.instances import class_mask, first_pixels, window_instances
 from pipeline.vectorize.polygons import make_valid_polygonal
 from pipeline.vectorize.seams import merge_border_pieces
 
@@ -148,6 +148,14 @@ def _on_internal_edge(geometry: np.ndarray, box: tuple[int, int, int, int],
             | ((xmax == c1) & (c1 < width)) | ((ymax == r1) & (r1 < height)))  # fmt: skip
 
 
+def _frame(shape: tuple[int, int], inner: tuple[int, int, int, int]) -> list[tuple[slice, slice]]:
+    """Return the strips of a ``shape`` array outside the box ``(r0, r1, c0, c1)``."""
+    r0, r1, c0, c1 = inner
+    height, width = shape
+    return [(slice(0, r0), slice(0, width)), (slice(r1, height), slice(0, width)),
+            (slice(r0, r1), slice(0, c0)), (slice(r0, r1), slice(c1, width))]  # fmt: skip
+
+
 def _marker_pixels(
     components: np.ndarray,
     count: int,
@@ -164,18 +172,15 @@ def _marker_pixels(
     win_row, win_col, top, left = win_box
     height, width = shape
     win_w = components.shape[1]
-    present, first = np.unique(components.ravel(), return_index=True)
-    first_of = np.zeros(count, np.int64)
-    first_of[present] = first
+    first_of = np.maximum(first_pixels(components, count - 1), 0)
     marker_rc = np.column_stack([first_of // win_w + win_row, first_of % win_w + win_col])
-    inner = np.zeros(components.shape, bool)
     r_lo = top + (1 if rows[0] > 0 else 0)
     r_hi = top + rows[1] - rows[0] - (1 if rows[1] < height else 0)
     c_lo = left + (1 if cols[0] > 0 else 0)
     c_hi = left + cols[1] - cols[0] - (1 if cols[1] < width else 0)
-    inner[r_lo:r_hi, c_lo:c_hi] = True
     whole = np.ones(count, bool)
-    whole[np.unique(components[~inner])] = False
+    for strip in _frame(components.shape, (r_lo, r_hi, c_lo, c_hi)):
+        whole[components[strip].ravel()] = False
     whole[0] = False
     return marker_rc, whole
 
@@ -189,22 +194,30 @@ def _near_markers(
     shape: tuple[int, int],
     halo: int,
 ) -> InstancePieces:
-    """Marker pieces of the core within ``halo`` of an internal edge, or of ``wanted`` ids."""
+    """Marker pieces of the core within ``halo`` of an internal edge, or of ``wanted`` ids.
+
+    Only those components are traced: a piece has a pixel within ``halo`` of an internal
+    edge exactly when its bounds come that close, so the strips along the internal edges
+    name them without tracing the others.
+    """
     height, width = shape
-    geometry, found = _trace(np.ascontiguousarray(components), rows[0], cols[0])
-    if not len(geometry):
+    core_h, core_w = components.shape
+    inner = (halo if rows[0] > 0 else 0, core_h - halo if rows[1] < height else core_h,
+             halo if cols[0] > 0 else 0, core_w - halo if cols[1] < width else core_w)  # fmt: skip
+    pick = np.zeros(len(classes), bool)
+    for strip in _frame(components.shape, inner):
+        pick[components[strip].ravel()] = True
+    pick[wanted] = True
+    pick[0] = False
+    if not pick.any():
         return InstancePieces.empty(False)
-    xmin, ymin, xmax, ymax = shapely.bounds(geometry).T
-    near = (
-        ((xmin < cols[0] + halo) & (cols[0] > 0))
-        | ((ymin < rows[0] + halo) & (rows[0] > 0))
-        | ((xmax > cols[1] - halo) & (cols[1] < width))
-        | ((ymax > rows[1] - halo) & (rows[1] < height))
-    )
-    near |= np.isin(found, wanted)
+    selected = np.where(pick[components], components, 0)
+    geometry, found = _trace(selected, rows[0], cols[0])
+    if not len(geometry):  # pragma: no cover - picked ids always hold core pixels
+        return InstancePieces.empty(False)
     area = np.rint(shapely.area(geometry)).astype(np.int64)
     unknown = np.full((len(found), 2), -1, np.int64)
-    return InstancePieces(geometry, classes[found], area, None, unknown).subset(near)
+    return InstancePieces(geometry, classes[found], area, None, unknown)
 
 
 def instance_task(
@@ -244,7 +257,7 @@ def instance_task(
         labels, probs = data
     if job.classes is not None:  # unselected classes are background (boundary stays)
         keep = list(job.classes) + ([rules.boundary_class] if rules.boundary_class else [])
-        labels = np.where(np.isin(labels, keep), labels, 0)
+        labels = np.where(class_mask(labels, keep), labels, 0)
     t_read = time.perf_counter()
     top, left = rows[0] - win_rows[0], cols[0] - win_cols[0]
     core = (slice(top, top + rows[1] - rows[0]), slice(left, left + cols[1] - cols[0]))
