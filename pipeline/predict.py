@@ -229,15 +229,18 @@ class TileResult:
 
 
 _PREDICTORS: dict[ModelRef, Predictor] = {}
+_PREDICTORS_LOCK = threading.Lock()
 
 
 def _predictor(ref: ModelRef) -> Predictor:
-    if ref not in _PREDICTORS:
-        network = cached_model(ref.info)
-        _PREDICTORS[ref] = Predictor(
-            network, ref.info, device=ref.device, precision=ref.precision, threads=ref.threads
-        )
-    return _PREDICTORS[ref]
+    """Return this process's predictor for ``ref``, built once (task threads race to it)."""
+    with _PREDICTORS_LOCK:
+        if ref not in _PREDICTORS:
+            network = cached_model(ref.info)
+            _PREDICTORS[ref] = Predictor(
+                network, ref.info, device=ref.device, precision=ref.precision, threads=ref.threads
+            )
+        return _PREDICTORS[ref]
 
 
 def _peak_rss() -> int:
@@ -702,7 +705,8 @@ def _execute_or_mark(
 
     Ctrl-C (or tasks cancelled by the workflow) marks the store ``interrupted``, never
     ``running`` or ``complete`` (``--resume`` finishes it); a task that fails marks it
-    ``failed`` with the reason (:func:`_execute`), never complete. An ``OSError`` (disk full, quota) becomes one line naming the store.
+    ``failed`` with the reason (:func:`_execute`), never complete. An ``OSError`` (disk full,
+    quota) becomes one line naming the store.
     """
     from concurrent.futures import CancelledError
 
