@@ -30,7 +30,7 @@ import shapely
 
 from pipeline.errors import GigasegError
 from pipeline.export.features import FeatureBatch
-from pipeline.vectorize.instances import class_mask, first_pixels, window_instances
+from pipeline.vectorize.instances import class_mask, window_instances
 from pipeline.vectorize.polygons import make_valid_polygonal
 from pipeline.vectorize.seams import merge_border_pieces
 
@@ -116,25 +116,30 @@ def _sums(
     values: np.ndarray, found: np.ndarray, geometry: np.ndarray, weights: np.ndarray | None,
     row_off: int, col_off: int,
 ) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
-    """Pixel counts and weight sums per traced piece (rasterizing values traced twice)."""
+    """Pixel counts and weight sums per traced piece.
+
+    The trace follows pixel edges on integer corners, so a piece's area is exactly its pixel
+    count (no pass over the pixels). Weight sums come from one ``bincount`` per value; a value
+    traced as several pieces (an instance the core's edge cuts in two) is summed per piece by
+    rasterizing the piece within its own bounds.
+    """
+    pixels = np.rint(shapely.area(geometry)).astype(np.int64)
+    if weights is None:
+        return pixels, None
     top = int(values.max()) + 1
-    counts = np.bincount(values.ravel(), minlength=top)
-    sums = None if weights is None else np.bincount(values.ravel(), weights=weights.ravel(),
-                                                    minlength=top)  # fmt: skip
-    pixels = counts[found].astype(np.int64)
-    prob_sum = None if sums is None else sums[found].astype(np.float64)
+    sums = np.bincount(values.ravel(), weights=weights.ravel(), minlength=top)
+    prob_sum = sums[found].astype(np.float64)
     repeated = np.flatnonzero(np.bincount(found, minlength=top)[found] > 1)
     if len(repeated):
         from rasterio.features import rasterize
         from rasterio.transform import Affine
 
-        transform = Affine.translation(col_off, row_off)
-        for i in repeated:
-            mask = rasterize([(geometry[i], 1)], out_shape=values.shape, transform=transform,
-                             fill=0, dtype="uint8").astype(bool)  # fmt: skip
-            pixels[i] = int(mask.sum())
-            if prob_sum is not None and weights is not None:
-                prob_sum[i] = float(weights[mask].sum())
+        bounds = np.rint(shapely.bounds(geometry[repeated])).astype(np.int64)
+        for i, (xmin, ymin, xmax, ymax) in zip(repeated, bounds, strict=True):
+            r0, r1, c0, c1 = ymin - row_off, ymax - row_off, xmin - col_off, xmax - col_off
+            mask = rasterize([(geometry[i], 1)], out_shape=(r1 - r0, c1 - c0), fill=0,
+                             transform=Affine.translation(xmin, ymin), dtype="uint8")  # fmt: skip
+            prob_sum[i] = float(weights[r0:r1, c0:c1][mask.astype(bool)].sum())
     return pixels, prob_sum
 
 
@@ -158,7 +163,7 @@ def _frame(shape: tuple[int, int], inner: tuple[int, int, int, int]) -> list[tup
 
 def _marker_pixels(
     components: np.ndarray,
-    count: int,
+    first: np.ndarray,
     win_box: tuple[int, int, int, int],
     rows: tuple[int, int],
     cols: tuple[int, int],
@@ -166,13 +171,15 @@ def _marker_pixels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return one marker pixel per component, and whether it is a whole marker.
 
-    The pixel is the component's first in raster order (global row, column); a component is
-    whole when it lies inside the core, off the core's internal edges.
+    The pixel is the component's first in raster order (``first``: flat index in the window,
+    turned into global row, column); a component is whole when it lies inside the core, off
+    the core's internal edges.
     """
     win_row, win_col, top, left = win_box
     height, width = shape
     win_w = components.shape[1]
-    first_of = np.maximum(first_pixels(components, count - 1), 0)
+    count = len(first)
+    first_of = np.maximum(first, 0)
     marker_rc = np.column_stack([first_of // win_w + win_row, first_of % win_w + win_col])
     r_lo = top + (1 if rows[0] > 0 else 0)
     r_hi = top + rows[1] - rows[0] - (1 if rows[1] < height else 0)
@@ -264,10 +271,13 @@ def instance_task(
     reach = rules.reach
     exact = (slice(max(top - reach, 0), top + rows[1] - rows[0] + reach),
              slice(max(left - reach, 0), left + cols[1] - cols[0] + reach))  # fmt: skip
-    _, components, classes, instances = window_instances(labels, rules, exact)
+    found_window = window_instances(labels, rules, exact)
+    components, classes, instances = (found_window.components, found_window.classes,
+                                      found_window.instances)  # fmt: skip
 
     win_box = (win_rows[0], win_cols[0], top, left)
-    marker_rc, whole = _marker_pixels(components, len(classes), win_box, rows, cols, src.shape)
+    marker_rc, whole = _marker_pixels(components, found_window.first, win_box, rows, cols,
+                                      src.shape)  # fmt: skip
     core_instances = np.ascontiguousarray(instances[core])
     weights = None
     if probs is not None:

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METHODS",
     "InstanceRules",
+    "WindowInstances",
     "class_mask",
     "clipped_distance",
     "distance_markers",
@@ -166,7 +167,7 @@ def class_mask(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
     return np.isin(labels, np.asarray(list(classes), dtype=np.int64))
 
 
-def first_pixels(components: np.ndarray, count: int) -> np.ndarray:
+def first_pixels(components: np.ndarray, count: int, band_pixels: int = 1 << 22) -> np.ndarray:
     """Flat index (row-major) of each component's first pixel in raster order.
 
     Parameters
@@ -175,6 +176,8 @@ def first_pixels(components: np.ndarray, count: int) -> np.ndarray:
         ``(h, w)`` non-negative int ids (0: none).
     count
         Largest id.
+    band_pixels
+        Pixels scanned at once (whole rows); bounds the index arrays on large windows.
 
     Returns
     -------
@@ -187,11 +190,19 @@ def first_pixels(components: np.ndarray, count: int) -> np.ndarray:
     >>> first_pixels(np.array([[0, 2, 2], [1, 1, 0]]), 3)
     array([-1,  3,  1, -1])
     """
-    flat = components.ravel()
-    where = np.flatnonzero(flat)
+    height, width = components.shape
     first = np.full(count + 1, -1, np.int64)
-    # on repeated indices the last assignment wins: walk backwards so the first pixel does
-    first[flat[where[::-1]]] = where[::-1]
+    band = max(1, band_pixels // max(width, 1))
+    for top in range(0, height, band):
+        flat = components[top : top + band].ravel()
+        where = np.flatnonzero(flat)
+        if not len(where):
+            continue
+        found = np.full(count + 1, -1, np.int64)
+        # on repeated indices the last assignment wins: walk backwards so the first pixel does
+        found[flat[where[::-1]]] = where[::-1] + top * width
+        new = (first < 0) & (found >= 0)
+        first[new] = found[new]
     return first
 
 
@@ -304,7 +315,9 @@ def expand_markers(foreground: np.ndarray, markers: np.ndarray, reach: int) -> n
     return owner
 
 
-def label_markers(labels: np.ndarray, markers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def label_markers(
+    labels: np.ndarray, markers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Label marker components: 8-connected marker pixels of one class.
 
     Returns
@@ -313,6 +326,8 @@ def label_markers(labels: np.ndarray, markers: np.ndarray) -> tuple[np.ndarray, 
         ``(h, w)`` int32, 0 off markers, 1..n in raster order of each component's first pixel.
     classes
         ``(n + 1,)`` class id of each component (index 0 unused).
+    first
+        ``(n + 1,)`` flat index of each component's first pixel (index 0: -1).
     """
     from scipy import ndimage
 
@@ -336,7 +351,7 @@ def label_markers(labels: np.ndarray, markers: np.ndarray) -> tuple[np.ndarray, 
                 np.add(found, count, out=components, where=found > 0)
                 count += n
     if count == 0:
-        return components, np.zeros(1, np.int64)
+        return components, np.zeros(1, np.int64), np.full(1, -1, np.int64)
     first = first_pixels(components, count)
     if (np.diff(first[1:]) < 0).any():
         # renumber in raster order of first pixels, so the labels do not depend on class order
@@ -347,12 +362,37 @@ def label_markers(labels: np.ndarray, markers: np.ndarray) -> tuple[np.ndarray, 
         first[1:] = first[order]
     classes = np.zeros(count + 1, np.int64)
     classes[1:] = labels.ravel()[first[1:]]
-    return components, classes
+    return components, classes, first
+
+
+@dataclass(frozen=True)
+class WindowInstances:
+    """The rules applied to one window.
+
+    Attributes
+    ----------
+    owner
+        ``(h, w)`` int32 flat index of each pixel's marker pixel (-1: none).
+    components
+        ``(h, w)`` int32 marker components (0 off markers).
+    classes
+        Class id per component (index 0 unused).
+    first
+        Flat index of each component's first pixel in raster order (index 0: -1).
+    instances
+        ``(h, w)`` int32 component of each pixel's marker (0: no instance).
+    """
+
+    owner: np.ndarray
+    components: np.ndarray
+    classes: np.ndarray
+    first: np.ndarray
+    instances: np.ndarray
 
 
 def window_instances(
     labels: np.ndarray, rules: InstanceRules, exact: tuple[slice, slice] | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> WindowInstances:
     """Apply the rules to one window: owners, marker components and their classes.
 
     Parameters
@@ -368,14 +408,8 @@ def window_instances(
 
     Returns
     -------
-    owner
-        ``(h, w)`` int32 flat index of each pixel's marker pixel (-1: none).
-    components
-        ``(h, w)`` int32 marker components (0 off markers).
-    classes
-        Class id per component.
-    instances
-        ``(h, w)`` int32 component of each pixel's marker (0: no instance).
+    WindowInstances
+        Owners, marker components (with their classes and first pixels) and instances.
     """
     foreground = rules.foreground(labels)
     classes_in = rules.classes_in(labels)
@@ -398,10 +432,10 @@ def window_instances(
             owner[mask] = part[mask]
     else:
         owner = expand_markers(foreground, markers, rules.reach)
-    components, classes = label_markers(labels, markers)
+    components, classes, first = label_markers(labels, markers)
     instances = components.ravel()[np.maximum(owner, 0)]
     instances[owner < 0] = 0
-    return owner, components, classes, instances
+    return WindowInstances(owner, components, classes, first, instances)
 
 
 def instance_raster(labels: np.ndarray, rules: InstanceRules) -> tuple[np.ndarray, np.ndarray]:
@@ -414,8 +448,8 @@ def instance_raster(labels: np.ndarray, rules: InstanceRules) -> tuple[np.ndarra
     classes
         Class id per instance id.
     """
-    _, _, classes, instances = window_instances(labels, rules)
-    return instances, classes
+    found = window_instances(labels, rules)
+    return found.instances, found.classes
 
 
 def instance_polygons(instances: np.ndarray, transform: Affine | None = None) -> np.ndarray:

@@ -98,13 +98,16 @@ def test_marker_components_equal_the_sorting_definition(
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes + 1, size).astype(np.uint8)
     markers = (rng.random(size) < density) & (labels > 0)
-    components, ids = label_markers(labels, markers)
+    components, ids, first_of = label_markers(labels, markers)
     want_components, want_ids = plain_labels(labels, markers)
     np.testing.assert_array_equal(components, want_components)
     np.testing.assert_array_equal(ids, want_ids)
-    first = first_pixels(components, int(components.max()))
     present, index = np.unique(components.ravel(), return_index=True)
-    np.testing.assert_array_equal(first[present[present > 0]], index[present > 0])
+    np.testing.assert_array_equal(first_of[present[present > 0]], index[present > 0])
+    for band in (1, 7, 1 << 22):  # one row at a time, a few rows, all at once
+        first = first_pixels(components, int(components.max()), band_pixels=band)
+        np.testing.assert_array_equal(first[present[present > 0]], index[present > 0])
+        assert (first[0] == -1) and len(first) == int(components.max()) + 1
 
 
 @settings(deadline=None)  # a loaded machine can stall any example past the 200 ms default

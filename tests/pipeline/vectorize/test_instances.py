@@ -208,6 +208,28 @@ def test_pixel_counts_and_mean_probability_match_the_whole_raster(tmp_path: Path
         assert row["mean_probability"] == pytest.approx(float(probs[mask].mean()), 1e-5)
 
 
+def test_an_instance_the_chunk_edge_cuts_in_two_keeps_its_sums(tmp_path: Path) -> None:
+    # a U: the chunk edge at row 16 leaves its two arms as two pieces of one instance in the
+    # upper chunk, whose pixel counts and probability sums are taken per piece
+    mask = np.zeros((32, 32), bool)
+    mask[16:24, 1:15] = True  # the base holds the marker (distance 4 >= threshold 3)
+    mask[12:16, 1:4] = mask[12:16, 12:15] = True  # arms 3 px wide: distance <= 2, no marker
+    rng = np.random.default_rng(3)
+    probs = np.where(mask, rng.uniform(0.5, 1.0, mask.shape), rng.uniform(0, 0.49, mask.shape))
+    probs = probs.astype(np.float32)
+    options = {"threshold": 0.5, "instances": "distance", "reach": 10, "marker_threshold": 3}
+    whole = run(probs, tmp_path, 10_000, **options)
+    got = run(probs, tmp_path, 16, **options)
+    assert len(got) == len(whole) == 1 and got.keys() == whole.keys()
+    ((key, (_, geom, row)),) = got.items()
+    upper = shapely.get_parts(shapely.intersection(geom, shapely.box(0, 0, 16, 16)))
+    # the case under test: two pieces in one chunk
+    assert sum(part.geom_type == "Polygon" for part in upper) == 2
+    assert row["area_px"] == whole[key][2]["area_px"] == mask.sum()
+    assert row["mean_probability"] == pytest.approx(float(probs[mask].mean()), 1e-6)
+    assert row["mean_probability"] == pytest.approx(whole[key][2]["mean_probability"], 1e-12)
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 10_000),
