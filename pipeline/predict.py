@@ -63,6 +63,7 @@ from pipeline.infer.model import (
 from pipeline.infer.predictor import (
     NonFiniteOutputError,
     Predictor,
+    encode_seconds,
     model_seconds,
     resolve_device,
     resolve_precision,
@@ -226,6 +227,7 @@ class TileResult:
     pid: int
     normalise_s: float = 0.0
     wait_s: float = 0.0
+    encode_s: float = 0.0
 
 
 _PREDICTORS: dict[ModelRef, Predictor] = {}
@@ -267,6 +269,7 @@ def run_tile(job: TileJob, source: Source) -> TileResult:
     outputs = job.model.info.outputs or 1
     model_seconds(reset=True)
     reader_seconds(reset=True)
+    encode_seconds(reset=True)
     feed = (
         get_feed(job.model, predictor, job.prefetch) if job.prefetch > 0 and job.tta == 1 else None
     )
@@ -290,6 +293,7 @@ def run_tile(job: TileJob, source: Source) -> TileResult:
     # seconds in the model (this thread's calls, or the feed thread's work for this tile)
     infer_s = model_seconds(reset=True) if feed is None else _feed_seconds(feed)
     normalise_s, wait_s = reader_seconds(reset=True)
+    encode_s = encode_seconds(reset=True)  # host activation + encoding in this thread
     start = time.perf_counter()
     if invalid is not None:
         core, read = job.plan.core, job.plan.read
@@ -320,6 +324,7 @@ def run_tile(job: TileJob, source: Source) -> TileResult:
         os.getpid(),
         normalise_s,
         wait_s,
+        encode_s,
     )
 
 
@@ -399,6 +404,7 @@ class PredictReport:
             "read": 0.0,
             "normalise": 0.0,
             "wait": 0.0,
+            "encode": 0.0,
             "infer": 0.0,
             "write": 0.0,
             "total": 0.0,
@@ -674,7 +680,10 @@ def predict(
                 report.megapixels,
                 time.perf_counter() - tiles_started,
                 report.seconds["infer"],
-                report.seconds["read"] + report.seconds["normalise"] + report.seconds["write"],
+                report.seconds["read"]
+                + report.seconds["normalise"]
+                + report.seconds["encode"]
+                + report.seconds["write"],
                 max(1, tasks.workers),
                 tasks.slots(),
             )
@@ -992,7 +1001,7 @@ def _readers(report: PredictReport, start: int) -> int:
     if report.tiles_computed < 2:
         return start
     seconds = report.seconds
-    io_s = seconds["read"] + seconds["normalise"] + seconds["write"]
+    io_s = seconds["read"] + seconds["normalise"] + seconds["encode"] + seconds["write"]
     return recommend_readers(seconds["infer"], io_s, start)
 
 
@@ -1020,6 +1029,7 @@ def _execute(
         report.seconds["write"] += result.write_s
         report.seconds["normalise"] += result.normalise_s
         report.seconds["wait"] += result.wait_s
+        report.seconds["encode"] += result.encode_s
         report.peak_worker_memory = max(report.peak_worker_memory, result.peak_rss)
         core = grid.core(*result.index)
         report.megapixels += core.height * core.width / 1e6

@@ -12,7 +12,9 @@ that:
   current one is in the forward pass;
 - activation, class labels and the stored encoding are computed on the device
   (:meth:`Predictor.encode <pipeline.infer.predictor.Predictor.encode>`), so only uint8 (or
-  the requested float) comes back;
+  the requested float) comes back; a model whose output is numpy (ONNX, a card-adapted one)
+  hands its output back and the reader thread that asked for it activates and encodes it
+  (:func:`~pipeline.infer.predictor.encode_host`), so the model thread only runs the model;
 - writing and compressing stay in the task threads, off the model thread.
 
 The feed also measures how busy the model thread is, which the run report turns into "the model
@@ -38,6 +40,7 @@ __all__ = [
     "Encoded",
     "Feed",
     "FeedStats",
+    "Pending",
     "bottleneck",
     "get_feed",
     "note_reader_seconds",
@@ -97,9 +100,7 @@ class Feed:
         self._thread = threading.Thread(target=self._loop, name="gigaseg-model", daemon=True)
         self._thread.start()
 
-    def submit(
-        self, raw: npt.NDArray[Any], probabilities: str, threshold: float
-    ) -> Future[Encoded]:
+    def submit(self, raw: npt.NDArray[Any], probabilities: str, threshold: float) -> Pending:
         """Normalise ``raw`` here (the reader's thread) and queue it; blocks while full.
 
         Parameters
@@ -113,12 +114,12 @@ class Feed:
         start = time.perf_counter()
         batch = self.predictor.stage(self.predictor.normalise(raw))
         prepared = time.perf_counter()
-        future: Future[Encoded] = Future()
+        future: Future[Any] = Future()
         self._queue.put((batch, probabilities, threshold, future))
         note_reader_seconds(prepared - start, time.perf_counter() - prepared)
         with self._lock:
             self._high_water = max(self._high_water, self._queue.qsize())
-        return future
+        return Pending(future, self.predictor, probabilities, threshold)
 
     def stats(self) -> FeedStats:
         """Counters of the model thread so far."""
@@ -146,7 +147,7 @@ class Feed:
             try:
                 if isinstance(tensor, BaseException):  # its copy to the device failed
                     raise tensor
-                result = self.predictor.encode_staged(tensor, probabilities, threshold)
+                result = self.predictor.run_staged(tensor, probabilities, threshold)
             except BaseException as exc:  # handed to the task that submitted the batch
                 future.set_exception(exc)
             else:
@@ -168,6 +169,33 @@ class Feed:
 
 
 _STOP = object()
+
+
+class Pending:
+    """A batch handed to a :class:`Feed`: ``result()`` gives its ``(stored, labels)``.
+
+    The model thread completes ``future`` with :meth:`Predictor.run_staged
+    <pipeline.infer.predictor.Predictor.run_staged>`; :meth:`result` finishes it in the
+    calling (reader) thread, which for a host-encoded model is the activation and encoding.
+    """
+
+    def __init__(
+        self, future: Future[Any], predictor: Predictor, probabilities: str, threshold: float
+    ) -> None:
+        self.future = future
+        self.predictor = predictor
+        self.probabilities = probabilities
+        self.threshold = threshold
+
+    def result(self, timeout: float | None = None) -> Encoded:
+        """Wait for the model, then encode here if the device did not (see the class)."""
+        return self.predictor.finish(
+            self.future.result(timeout), self.probabilities, self.threshold
+        )
+
+    def cancel(self) -> bool:
+        """Withdraw the batch if the model thread has not started it."""
+        return self.future.cancel()
 
 
 _THREAD = threading.local()

@@ -28,6 +28,8 @@ __all__ = [
     "Predictor",
     "activate",
     "cpu_supports_bf16",
+    "encode_host",
+    "encode_seconds",
     "model_seconds",
     "resolve_device",
     "resolve_precision",
@@ -39,6 +41,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MODEL_CALLS = threading.Semaphore(1)
 
 _MODEL_TIME = threading.local()
+_ENCODE_TIME = threading.local()
 
 
 class NonFiniteOutputError(ModelOutputError):
@@ -54,6 +57,14 @@ def model_seconds(reset: bool = False) -> float:
     value = float(getattr(_MODEL_TIME, "seconds", 0.0))
     if reset:
         _MODEL_TIME.seconds = 0.0
+    return value
+
+
+def encode_seconds(reset: bool = False) -> float:
+    """Seconds this thread spent in host activation and encoding (:meth:`Predictor.finish`)."""
+    value = float(getattr(_ENCODE_TIME, "seconds", 0.0))
+    if reset:
+        _ENCODE_TIME.seconds = 0.0
     return value
 
 
@@ -126,6 +137,184 @@ def activate(logits: npt.NDArray[np.float32], activation: str) -> npt.NDArray[np
     return np.asarray(shifted, dtype=np.float32)
 
 
+#: Pixels per pass of :func:`encode_host`: a block and its scratch buffers stay in the cache.
+HOST_BLOCK = 1 << 15
+
+
+def encode_host(
+    values: npt.NDArray[Any],
+    activation: str,
+    probabilities: str = "uint8",
+    threshold: float = 0.5,
+    *,
+    activated: bool = False,
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8]]:
+    """Activation, labels and stored encoding of ``(N, K, H, W)`` model outputs, on the host.
+
+    The same arithmetic, value for value, as :func:`activate` followed by
+    :func:`~pipeline.stitch.assemble.to_labels` and
+    :func:`~pipeline.store.encoding.to_stored`, but done in cache-sized blocks of
+    :data:`HOST_BLOCK` pixels into reused buffers: a dozen passes over a few hundred
+    kilobytes instead of as many over whole-batch temporaries (each one fresh memory).
+
+    Parameters
+    ----------
+    values
+        Logits, or probabilities when ``activated`` (a model card's already-applied output).
+    activation
+        ``"sigmoid"`` or ``"softmax"`` (the model's; anything else is read as softmax, as
+        :func:`activate` does).
+    probabilities
+        The stored dtype: ``uint8`` holds ``round(p * 255)``, floats hold ``p``.
+    threshold
+        Labels are ``p >= threshold`` for one sigmoid channel, else the argmax over classes.
+    activated
+        ``values`` are already probabilities: used as they are (clipped for uint8).
+
+    Returns
+    -------
+    tuple
+        Stored ``(N, K, H, W)`` probabilities and ``(N, H, W)`` uint8 labels.
+
+    Raises
+    ------
+    NonFiniteOutputError
+        Some probabilities are NaN/Inf (the count over the whole batch).
+    """
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    n, k = int(values.shape[0]), int(values.shape[1])
+    pixels = int(np.prod(values.shape[2:], dtype=np.int64))
+    flat = values.reshape(n, k, pixels)
+    stored = np.empty((n, k, pixels), probabilities)
+    labels = np.empty((n, pixels), np.uint8)
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN/Inf are counted, not warned
+        bad = _encode_blocks(flat, activation, threshold, activated, stored, labels)
+    if bad:
+        raise NonFiniteOutputError(bad)
+    return stored.reshape(values.shape), labels.reshape((n, *values.shape[2:]))
+
+
+def _encode_blocks(
+    flat: npt.NDArray[np.float32],
+    activation: str,
+    threshold: float,
+    activated: bool,
+    stored: npt.NDArray[Any],
+    labels: npt.NDArray[np.uint8],
+) -> int:
+    """Fill ``stored`` and ``labels`` block by block; return the count of non-finite values."""
+    n, k, pixels = flat.shape
+    step = max(1, HOST_BLOCK // k)
+    probs_buf = np.empty((k, step), np.float32)
+    scratch_buf = np.empty((k, step), np.float32)
+    row_buf = np.empty(step, np.float32)
+    mask_buf = np.empty(step, np.bool_)
+    step_buf = np.empty(step, np.uint8)
+    one_sigmoid = activation == "sigmoid" and k == 1
+    bad = 0
+    for i in range(n):
+        for start in range(0, pixels, step):
+            stop = min(pixels, start + step)
+            x = flat[i, :, start:stop]
+            if activated:
+                p = x
+            elif activation == "sigmoid":
+                p = _sigmoid_into(x, probs_buf[:, : stop - start], scratch_buf)
+            else:
+                p = _softmax_into(x, probs_buf[:, : stop - start], row_buf[: stop - start])
+            if not np.isfinite(np.add.reduce(p, axis=None)):  # NaN/Inf, or a huge sum
+                nonfinite = int(p.size - np.count_nonzero(np.isfinite(p)))
+                if nonfinite:
+                    bad += nonfinite
+                    continue
+            if bad:  # the batch fails: only count the rest
+                continue
+            if one_sigmoid:
+                np.greater_equal(p[0], threshold, out=labels[i, start:stop].view(np.bool_))
+            else:
+                _argmax_into(p, labels[i, start:stop], row_buf, mask_buf, step_buf)
+            _store_block(p, stored[i, :, start:stop], scratch_buf, clip=activated)
+    return bad
+
+
+def _store_block(
+    p: npt.NDArray[np.float32],
+    target: npt.NDArray[Any],
+    scratch: npt.NDArray[np.float32],
+    *,
+    clip: bool,
+) -> None:
+    """:func:`~pipeline.store.encoding.to_stored` of one block into ``target``."""
+    if target.dtype != np.uint8:
+        np.copyto(target, p, casting="unsafe")
+        return
+    scaled = scratch[:, : p.shape[1]]
+    if clip:  # a sigmoid or softmax of ours is in [0, 1] already
+        np.clip(p, 0.0, 1.0, out=scaled)
+        np.multiply(scaled, 255.0, out=scaled)
+    else:
+        np.multiply(p, 255.0, out=scaled)
+    np.rint(scaled, out=scaled)
+    np.copyto(target, scaled, casting="unsafe")
+
+
+def _sigmoid_into(
+    x: npt.NDArray[np.float32], out: npt.NDArray[np.float32], scratch: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """:func:`activate`'s sigmoid of one block into ``out``: the same values, no select.
+
+    ``where(x >= 0, 1 / (1 + s), s / (1 + s))`` with ``s = exp(-|x|)`` is one division of
+    the numerator ``exp(min(x, 0))`` (exactly 1 where ``x >= 0``, exactly ``s`` where
+    ``x < 0``; NaN stays NaN) by ``1 + s``: two vectorised exps cost less than a masked copy.
+    """
+    denominator = scratch[:, : x.shape[1]]
+    np.abs(x, out=denominator)
+    np.negative(denominator, out=denominator)
+    np.exp(denominator, out=denominator)
+    np.add(denominator, 1.0, out=denominator)
+    np.minimum(x, 0.0, out=out)
+    np.exp(out, out=out)
+    np.divide(out, denominator, out=out)
+    return out
+
+
+def _argmax_into(
+    p: npt.NDArray[np.float32],
+    out: npt.NDArray[np.uint8],
+    best: npt.NDArray[np.float32],
+    greater: npt.NDArray[np.bool_],
+    step: npt.NDArray[np.uint8],
+) -> None:
+    """``out[:] = argmax(p, axis=0)`` for a finite ``(K, b)`` block, first maximum on ties.
+
+    A running maximum over the classes, the label moved only where a class is strictly
+    greater (so ties keep the first), updated by arithmetic (``out += greater * (c - out)``,
+    uint8 wrap-around cancels) rather than numpy's argmax over a non-contiguous axis.
+    """
+    width = p.shape[1]
+    best, greater, step = best[:width], greater[:width], step[:width]
+    np.copyto(best, p[0])
+    out.fill(0)
+    for c in range(1, p.shape[0]):
+        np.greater(p[c], best, out=greater)
+        np.maximum(best, p[c], out=best)
+        np.subtract(c, out, out=step, dtype=np.uint8, casting="unsafe")
+        np.multiply(step, greater, out=step)
+        np.add(out, step, out=out)
+
+
+def _softmax_into(
+    x: npt.NDArray[np.float32], out: npt.NDArray[np.float32], row: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """:func:`activate`'s softmax over axis 0 of one ``(K, b)`` block into ``out``."""
+    np.maximum.reduce(x, axis=0, out=row)
+    np.subtract(x, row, out=out)
+    np.exp(out, out=out)
+    np.add.reduce(out, axis=0, out=row)
+    np.divide(out, row, out=out)
+    return out
+
+
 class Predictor:
     """A network on a device that maps raw windows to probabilities.
 
@@ -168,10 +357,13 @@ class Predictor:
             # (a model whose card says NHWC takes its layout as it is)
             self.channels_last = info.input_layout == "NCHW"
             if isinstance(network, torch.nn.Module):
-                network = self.network = fold_batch_norm(network)
-                network.to(self.device)
-                if self.channels_last:
-                    network.to(memory_format=torch.channels_last)
+                # the network may be the process's cached one, already run by another
+                # predictor's thread: convert it only while no model call is in flight
+                with MODEL_CALLS:
+                    network = self.network = fold_batch_norm(network)
+                    network.to(self.device)
+                    if self.channels_last:
+                        network.to(memory_format=torch.channels_last)
         mean, std = info.mean, info.std
         self.mean = None if mean is None else np.asarray(mean, np.float32)[None, :, None, None]
         self.std = None if std is None else np.asarray(std, np.float32)[None, :, None, None]
@@ -325,36 +517,31 @@ class Predictor:
             out = out[0]
         return out.float().contiguous()
 
-    def encode_staged(
-        self, uploaded: Any, probabilities: str, threshold: float
-    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8]]:
-        """Forward, activation, labels and stored encoding of an uploaded batch.
+    @property
+    def host_encoding(self) -> bool:
+        """Whether activation and encoding run in numpy (:func:`encode_host`), not the device.
 
-        On a torch device all of it runs there and only the stored dtype (uint8 by default)
-        and the uint8 labels come back. The encoding is the store's: ``round(p * 255)`` for
-        uint8 (``p`` clipped to [0, 1]); labels are ``p >= threshold`` for one sigmoid channel,
-        else the argmax.
+        ONNX and card-adapted models give numpy outputs: their encoding is host work, which
+        :class:`~pipeline.infer.feed.Feed` leaves to the reader threads, off the model's.
         """
-        from pipeline.stitch.assemble import to_labels
-        from pipeline.store.encoding import to_stored
+        return self.onnx or self.adapted or self.info.activation not in ("sigmoid", "softmax")
 
+    def run_staged(self, uploaded: Any, probabilities: str, threshold: float) -> Any:
+        """Run the model's part of :meth:`encode_staged` (what the model thread does).
+
+        With :attr:`host_encoding`, the float32 ``(N, K, H, W)`` model output as numpy, to be
+        encoded by :meth:`finish` in any thread; otherwise forward, activation, labels and
+        the stored encoding on the device, only the stored dtype and uint8 labels coming back.
+        """
         activation = self.info.activation
-        if self.onnx or self.adapted or activation not in ("sigmoid", "softmax"):
+        if self.host_encoding:
             batch, _ = uploaded
             if self.onnx or self.adapted:
-                logits = self.logits(batch)
-            else:
-                import torch
+                return self.logits(batch)
+            import torch
 
-                with _Timed(), torch.inference_mode():
-                    logits = self._forward(uploaded).cpu().numpy()
-            # a card's already-activated output is used as it is, never activated twice
-            probs = logits if self.info.applied != "none" else activate(logits, activation)
-            bad = int(probs.size - np.count_nonzero(np.isfinite(probs)))
-            if bad:
-                raise NonFiniteOutputError(bad)
-            labels = np.stack([to_labels(p, activation, threshold) for p in probs])
-            return to_stored(probs, probabilities), labels
+            with _Timed(), torch.inference_mode():
+                return self._forward(uploaded).cpu().numpy()
         import torch
 
         with _Timed(), torch.inference_mode():
@@ -381,6 +568,44 @@ class Predictor:
             if cuda:
                 torch.cuda.current_stream(self.device).synchronize()
         return stored_host.numpy(), labels_host.numpy()
+
+    def finish(
+        self, out: Any, probabilities: str, threshold: float
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8]]:
+        """Turn what :meth:`run_staged` gave into ``(stored, labels)`` in this thread.
+
+        Host encoding (:func:`encode_host`) is timed into this thread's
+        :func:`encode_seconds`; a device's result is returned as it is.
+        """
+        if not self.host_encoding:
+            stored, labels = out
+            return stored, labels
+        start = time.perf_counter()
+        try:
+            # a card's already-activated output is used as it is, never activated twice
+            return encode_host(
+                out,
+                self.info.activation,
+                probabilities,
+                threshold,
+                activated=self.info.applied != "none",
+            )
+        finally:
+            _ENCODE_TIME.seconds = encode_seconds() + time.perf_counter() - start
+
+    def encode_staged(
+        self, uploaded: Any, probabilities: str, threshold: float
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8]]:
+        """Forward, activation, labels and stored encoding of an uploaded batch.
+
+        On a torch device all of it runs there and only the stored dtype (uint8 by default)
+        and the uint8 labels come back. The encoding is the store's: ``round(p * 255)`` for
+        uint8 (``p`` clipped to [0, 1]); labels are ``p >= threshold`` for one sigmoid channel,
+        else the argmax. (:meth:`run_staged` then :meth:`finish`.)
+        """
+        return self.finish(
+            self.run_staged(uploaded, probabilities, threshold), probabilities, threshold
+        )
 
     def encode(
         self, raw: npt.NDArray[Any], probabilities: str = "uint8", threshold: float = 0.5

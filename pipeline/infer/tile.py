@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from pipeline.tile.grid import Patch, TilePlan
 
-__all__ = ["encode_tile", "predict_tile"]
+__all__ = ["Submitted", "encode_tile", "predict_tile"]
+
+
+class Submitted(Protocol):
+    """A submitted batch: a :class:`concurrent.futures.Future` or a feed's ``Pending``."""
+
+    def result(self, timeout: float | None = None) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """Return the batch's ``(stored, labels)`` once its model call is done."""
+        ...
+
+    def cancel(self) -> bool:
+        """Withdraw the batch if it has not started."""
+        ...
 
 
 def _batches(
@@ -75,7 +86,7 @@ def predict_tile(
 
 
 def encode_tile(
-    submit: Callable[[npt.NDArray[Any]], Future[tuple[npt.NDArray[Any], npt.NDArray[np.uint8]]]],
+    submit: Callable[[npt.NDArray[Any]], Submitted],
     box: npt.NDArray[Any],
     plan: TilePlan,
     *,

@@ -189,7 +189,15 @@ def test_numpy_source_on_a_cluster_and_callback(tmp_path, models, client):
         np.abs(_stored(tmp_path / "o.zarr")[0] - _reference(models["valid"], image)).max() <= 1e-4
     )
     data = report.to_dict()
-    assert set(data["seconds"]) == {"read", "normalise", "wait", "infer", "write", "total"}
+    assert set(data["seconds"]) == {
+        "read",
+        "normalise",
+        "wait",
+        "infer",
+        "encode",
+        "write",
+        "total",
+    }
     assert 0.0 <= data["bottleneck"]["model_busy"] <= 1.0
     assert data["bottleneck"]["bound"] in ("model", "input/output")
     assert data["megapixels"] == pytest.approx(90 * 70 / 1e6)

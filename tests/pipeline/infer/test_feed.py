@@ -12,6 +12,7 @@ import zarr
 from pipeline.infer import Predictor, describe_model
 from pipeline.infer.feed import Feed, bottleneck, recommend_readers
 from pipeline.infer.model import ModelInfo
+from pipeline.infer.predictor import activate
 from pipeline.predict import predict
 from pipeline.stitch.assemble import to_labels
 from pipeline.store.encoding import to_stored
@@ -213,3 +214,57 @@ def test_cuda_feed_equals_cpu(tiny):  # pragma: no cover - needs a GPU
     gpu = [f.result() for f in futures]
     feed.close()
     assert np.abs(np.concatenate([g[0] for g in gpu]) - cpu[0]).max() <= 1e-4
+
+
+def _onnx_pointwise(path, outputs: int):
+    """A 1x1 convolution from one band to ``outputs`` channels as ONNX (a foreign model)."""
+    import warnings
+
+    conv = torch.nn.Conv2d(1, outputs, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.linspace(-0.25, 0.2, outputs).reshape(outputs, 1, 1, 1))
+        conv.bias.copy_(torch.linspace(20.0, -10.0, outputs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            conv,
+            (torch.zeros(1, 1, 16, 16),),
+            str(path),
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h", 3: "w"}},
+            dynamo=False,
+        )
+    return path
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_an_onnx_model_encoded_by_the_readers_gives_the_whole_batch_store(tmp_path, outputs):
+    model = _onnx_pointwise(tmp_path / f"m{outputs}.onnx", outputs)
+    # logits from -10 to 20: saturated and mid-range sigmoid levels, p = 0.5 at logit 0
+    image = np.random.default_rng(4).integers(0, 256, (1, 150, 130)).astype(np.uint8)
+    image[0, :2, :2] = [[80, 81], [0, 255]]  # 20 - 0.25 * 80 = 0: p = 0.5, the threshold
+    path = write_geotiff(tmp_path / "in.tif", image)
+    info, net = describe_model(str(model))
+    logits = Predictor(net, info).logits(image[None].astype(np.float32))
+    activation = "sigmoid" if outputs == 1 else "softmax"
+    probs = activate(logits, activation)
+    assert logits[0, 0, 0, 0] == 0.0
+    expected = (to_stored(probs, "uint8"), np.stack([to_labels(p, activation, 0.5) for p in probs]))
+    for prefetch in (0, 1, 3):
+        store = tmp_path / f"p{prefetch}.zarr"
+        report = predict(
+            path,
+            model,
+            store,
+            tile=64,
+            halo=0,
+            batch=2,
+            workers=0,
+            prefetch=prefetch,
+            progress=False,
+        )
+        probabilities, labels = _store(store)
+        assert np.array_equal(probabilities, expected[0][0]), prefetch
+        assert np.array_equal(labels, expected[1][0]), prefetch
+        assert report.seconds["encode"] > 0.0  # the readers encoded, not the model thread
