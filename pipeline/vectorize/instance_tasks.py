@@ -205,21 +205,39 @@ def _near_markers(
 
     Only those components are traced: a piece has a pixel within ``halo`` of an internal
     edge exactly when its bounds come that close, so the strips along the internal edges
-    name them without tracing the others.
+    name them without tracing the others. Each strip's components (and the wanted rest) are
+    traced within their joint bounds, a band along the edge, not the whole core: the trace
+    costs by the pixels it scans.
     """
     height, width = shape
     core_h, core_w = components.shape
     inner = (halo if rows[0] > 0 else 0, core_h - halo if rows[1] < height else core_h,
              halo if cols[0] > 0 else 0, core_w - halo if cols[1] < width else core_w)  # fmt: skip
-    pick = np.zeros(len(classes), bool)
-    for strip in _frame(components.shape, inner):
-        pick[components[strip].ravel()] = True
-    pick[wanted] = True
-    pick[0] = False
-    if not pick.any():
+    group = np.full(len(classes), -1, np.int64)  # which band traces each component
+    seen = np.zeros(len(classes), bool)
+    for k, strip in enumerate([*_frame(components.shape, inner), None]):
+        seen[:] = False
+        if strip is None:
+            seen[wanted] = True
+        else:
+            seen[components[strip].ravel()] = True
+        group[seen & (group < 0)] = k
+    group[0] = -1
+    if (group < 0).all():
         return InstancePieces.empty(False)
-    selected = np.where(pick[components], components, 0)
-    geometry, found = _trace(selected, rows[0], cols[0])
+    band_of = group.astype(np.int8)[components]  # 5 bands: int8, a quarter of the core
+    band_rows, band_cols = np.nonzero(band_of >= 0)
+    band = band_of[band_rows, band_cols]
+    traced: list[tuple[np.ndarray, np.ndarray]] = []
+    for k in np.unique(band):
+        in_band = band == k
+        r0, r1 = int(band_rows[in_band].min()), int(band_rows[in_band].max()) + 1
+        c0, c1 = int(band_cols[in_band].min()), int(band_cols[in_band].max()) + 1
+        crop = components[r0:r1, c0:c1]
+        values = np.where(band_of[r0:r1, c0:c1] == k, crop, 0)
+        traced.append(_trace(values, rows[0] + r0, cols[0] + c0))
+    geometry = np.concatenate([g for g, _ in traced] or [np.empty(0, object)])
+    found = np.concatenate([f for _, f in traced] or [np.empty(0, np.int64)])
     if not len(geometry):  # pragma: no cover - picked ids always hold core pixels
         return InstancePieces.empty(False)
     area = np.rint(shapely.area(geometry)).astype(np.int64)
