@@ -441,6 +441,8 @@ def _resolve_model(
     path = str(model)
     kind = model_kind(path)
     info, network = describe_model(path, kind=kind, complete=complete_metadata, card=card)
+    # the first layer's width sizes the model calls' memory (pipeline.infer.autotune)
+    info = replace(info, extra={**info.extra, "width": autotune.first_width(network)})
     if info.halo is None and info.measure_halo:
         forward = Predictor(network, info, device="cpu", precision="fp32").logits
         measured = measure_halo(
@@ -751,11 +753,27 @@ def _model_call_size(
     batch = None if tiling.batch == "auto" else int(tiling.batch)
     if info.fixed_size is not None:
         return _fixed_patch(info, tiling), batch or DEFAULT_BATCH, None
+    width = info.extra.get("width")
+    precision = resolve_precision(inference.precision, resolve_device(inference.device))
+    halo = int(info.halo or 0)
+
+    def default_batch(patch: int) -> int:
+        """:data:`DEFAULT_BATCH`, fewer where the call would not fit the memory budget."""
+        window = info.sizes.at_least(patch + 2 * halo) if info.padding == "same" else patch
+        return max(1, autotune.fit_batch(width, window, DEFAULT_BATCH, precision))
+
     if tiling.patch != "auto":
-        return int(tiling.patch), batch or DEFAULT_BATCH, None
-    default = min(tiling.tile, DEFAULT_MAX_PATCH // info.alignment * info.alignment)
+        return int(tiling.patch), batch or default_batch(int(tiling.patch)), None
+    largest = min(tiling.tile, DEFAULT_MAX_PATCH) // info.alignment * info.alignment
+    fitting = autotune.largest_fitting(
+        [p for p in (largest // 4, largest // 2, largest) if p and p % info.alignment == 0],
+        lambda p: p + 2 * halo,
+        width,
+        precision,
+    )
+    default = fitting[-1]
     if info.kind == "onnx" or info.padding != "same" or pixels < autotune.TUNE_MIN_PIXELS:
-        return default, batch or DEFAULT_BATCH, None
+        return default, batch or default_batch(default), None
     ref = ModelRef(
         info, device=inference.device, precision=inference.precision, threads=tasks.threads
     )
@@ -809,6 +827,8 @@ def tune_call_size(ref: ModelRef, tile: int, channels: int) -> tuple[int, int, d
         halo=halo,
         channels=channels,
         window_of=lambda patch: patch + 2 * halo,
+        width=ref.info.extra.get("width"),
+        precision=predictor.precision,
     )
     return chosen
 

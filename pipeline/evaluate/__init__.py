@@ -8,16 +8,23 @@
 
 from __future__ import annotations
 
-from pipeline.evaluate.evaluate import (
-    Evaluation,
-    PredictionRaster,
-    evaluate,
-    mask_to_polygons,
-    open_prediction_raster,
-)
-from pipeline.evaluate.lines import LineMetrics, line_metrics
-from pipeline.evaluate.objects import ObjectMetrics, match_objects
-from pipeline.evaluate.pixels import IGNORE, PixelCounts, pixel_metrics
+from typing import TYPE_CHECKING
+
+from pipeline._lazy import lazy_exports
+
+# ``evaluate`` is both a submodule and the function: imported now, so the function wins.
+from pipeline.evaluate.evaluate import evaluate
+
+if TYPE_CHECKING:
+    from pipeline.evaluate.evaluate import (
+        Evaluation,
+        PredictionRaster,
+        mask_to_polygons,
+        open_prediction_raster,
+    )
+    from pipeline.evaluate.lines import LineMetrics, line_metrics
+    from pipeline.evaluate.objects import ObjectMetrics, match_objects
+    from pipeline.evaluate.pixels import IGNORE, PixelCounts, pixel_metrics
 
 __all__ = [
     "IGNORE",
@@ -33,3 +40,19 @@ __all__ = [
     "open_prediction_raster",
     "pixel_metrics",
 ]
+
+# Each name is imported from its module when first read (see pipeline._lazy).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "pipeline.evaluate.evaluate": [
+            "Evaluation",
+            "PredictionRaster",
+            "mask_to_polygons",
+            "open_prediction_raster",
+        ],
+        "pipeline.evaluate.lines": ["LineMetrics", "line_metrics"],
+        "pipeline.evaluate.objects": ["ObjectMetrics", "match_objects"],
+        "pipeline.evaluate.pixels": ["IGNORE", "PixelCounts", "pixel_metrics"],
+    },
+)

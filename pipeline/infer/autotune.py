@@ -15,6 +15,12 @@ Sizes are tried from small to large and the search stops when a size is slower t
 before (throughput rises while the halo share falls, then drops once windows outgrow the
 caches), so a first use costs a few model calls. The batch fills a pixel budget per call
 (:data:`MAX_CALL_PIXELS`, the largest call made by default) up to :data:`MAX_BATCH`.
+
+Every call, tuned or not, is also capped by memory: :func:`call_bytes` estimates the
+activations a call holds at its peak from the width of the network's first layer, the window
+and the compute precision, and sizes that do not fit :data:`CALL_MEMORY` are never tried. A
+base-16 U-Net on a 2272² window (patch 2048) held 2.4 GB of activations in fp32 (a worker
+peaked at 2.9-3.1 GB); with the cap a CPU worker stays under 2 GB at the default settings.
 """
 
 from __future__ import annotations
@@ -32,12 +38,18 @@ import numpy as np
 
 __all__ = [
     "CACHE_ENV",
+    "CALL_MEMORY",
     "MAX_BATCH",
     "MAX_CALL_PIXELS",
+    "PEAK_FEATURE_MAPS",
     "TUNE_MIN_PIXELS",
     "cache_path",
+    "call_bytes",
     "candidate_patches",
     "choose_call_size",
+    "first_width",
+    "fit_batch",
+    "largest_fitting",
     "machine_key",
 ]
 
@@ -53,6 +65,18 @@ MAX_BATCH = 4
 TUNE_MIN_PIXELS = 4 * 2048 * 2048
 #: Largest patch tried.
 MAX_PATCH = 2048
+#: Activation bytes one model call may hold at its peak. The worker's other memory (torch,
+#: the model, GDAL and zarr buffers, the tiles in flight) was 0.4-0.8 GB, so 1 GB of
+#: activations keeps a CPU worker under the 2 GB goal at the default settings.
+CALL_MEMORY = 1_000_000_000
+#: Full-resolution feature maps of first-layer width held at the peak of a forward pass,
+#: per input pixel (skip connections, the decoder's concatenation, conv in/out). Measured
+#: on a base-16 depth-4 U-Net (peak RSS growth of one call): fp32 630, 497, 468 B per pixel
+#: at 736², 1248², 2272² windows (9.8, 7.8, 7.3 maps of 16 x 4 B); bf16 361 and 266 B at
+#: 736² and 2272² (11.3 and 8.3 maps of 16 x 2 B). 10 covers every window this module picks.
+PEAK_FEATURE_MAPS = 10
+#: Bytes per activation value by compute precision.
+_VALUE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 _LOCK = threading.Lock()
 
@@ -110,6 +134,72 @@ def batch_for(window: int) -> int:
     return max(1, min(MAX_BATCH, MAX_CALL_PIXELS // max(1, window * window)))
 
 
+def first_width(network: Any) -> int | None:
+    """Output channels of the network's first convolution (its full-resolution width).
+
+    Read from the first 4-D weight in registration order (``nn.Module`` or TorchScript);
+    ``None`` when the network exposes no parameters (an onnxruntime session).
+    """
+    parameters = getattr(network, "parameters", None)
+    if parameters is None:
+        return None
+    try:
+        for weight in parameters():
+            if weight.dim() == 4:
+                return int(weight.shape[0])
+    except (RuntimeError, TypeError, AttributeError):
+        return None
+    return None
+
+
+def call_bytes(width: int | None, window: int, batch: int, precision: str = "fp32") -> int:
+    """Estimated activation bytes at the peak of one call on ``batch`` windows of ``window``².
+
+    ``width`` is the network's first-layer width (:func:`first_width`); ``None`` (unknown)
+    estimates 0, so nothing is capped.
+
+    >>> round(call_bytes(16, 2272, 1) / 1e9, 2), round(call_bytes(16, 1248, 1, "bf16") / 1e9, 2)
+    (3.3, 0.5)
+    """
+    if not width:
+        return 0
+    per_value = _VALUE_BYTES.get(precision, 4)
+    return PEAK_FEATURE_MAPS * width * per_value * window * window * batch
+
+
+def fit_batch(
+    width: int | None, window: int, batch: int, precision: str = "fp32", budget: int = 0
+) -> int:
+    """Return the largest batch ``<= batch`` whose call fits ``budget`` (:data:`CALL_MEMORY`).
+
+    Returns 0 when not even one window fits.
+
+    >>> fit_batch(16, 736, 4), fit_batch(16, 1248, 4), fit_batch(16, 2272, 1)
+    (2, 1, 0)
+    """
+    budget = budget or CALL_MEMORY
+    one = call_bytes(width, window, 1, precision)
+    if one == 0:
+        return batch
+    return max(0, min(batch, budget // one))
+
+
+def largest_fitting(
+    patches: list[int],
+    window_of: Callable[[int], int],
+    width: int | None,
+    precision: str = "fp32",
+    budget: int = 0,
+) -> list[int]:
+    """Return the ``patches`` whose window fits the memory budget with batch 1 (at least one).
+
+    >>> largest_fitting([256, 512, 1024, 2048], lambda p: p + 224, 16)
+    [256, 512, 1024]
+    """
+    fitting = [p for p in patches if fit_batch(width, window_of(p), 1, precision, budget)]
+    return fitting or patches[:1]
+
+
 def _read_cache(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -162,6 +252,8 @@ def choose_call_size(
     channels: int,
     window_of: Callable[[int], int],
     measure_call: Callable[..., float] | None = None,
+    width: int | None = None,
+    precision: str = "fp32",
 ) -> tuple[int, int, dict[str, Any]]:
     """Return ``(patch, batch, record)``: the cached choice for ``key``, else a measured one.
 
@@ -180,20 +272,32 @@ def choose_call_size(
     measure_call
         Timing function (``forward, channels, window, batch`` -> seconds per call);
         :func:`measure` by default.
+    width, precision
+        The network's first-layer width and the compute precision: sizes whose call would
+        not fit :data:`CALL_MEMORY` (:func:`call_bytes`) are not tried, and a cached choice
+        that no longer fits is measured again.
     """
     measure_call = measure_call or measure
     path = cache_path()
     full_key = f"v{CACHE_VERSION}|{key}|tile<={min(tile, MAX_PATCH)}"
     with _LOCK:
+        patches = largest_fitting(
+            candidate_patches(tile, alignment, halo), window_of, width, precision
+        )
         cached = _read_cache(path).get(full_key)
-        if cached and int(cached.get("patch", 0)) in candidate_patches(tile, alignment, halo):
+        if (
+            cached
+            and int(cached.get("patch", 0)) in patches
+            and fit_batch(width, window_of(int(cached["patch"])), int(cached["batch"]), precision)
+            == int(cached["batch"])
+        ):
             return int(cached["patch"]), int(cached["batch"]), {**cached, "cached": True}
         trials: list[dict[str, Any]] = []
         best: dict[str, Any] | None = None
         warmed = False
-        for patch in candidate_patches(tile, alignment, halo):
+        for patch in patches:
             window = window_of(patch)
-            batch = batch_for(window)
+            batch = max(1, fit_batch(width, window, batch_for(window), precision))
             if not warmed:  # first call pays one-time allocations and kernel selection
                 measure_call(forward, channels, window, batch)
                 warmed = True

@@ -87,3 +87,99 @@ def test_explicit_patch_is_honoured_and_not_tuned(tmp_path, tuning):
     assert not tuning.exists()
     with pytest.raises(ConfigError, match="patch 'x' must be auto or an integer"):
         predict(path, model, tmp_path / "p.zarr", patch="x", workers=0, progress=False)
+
+
+def _tiny_setup(tmp_path):
+    model = save_torchscript(TinyUNet(seed=4), tmp_path / "tiny.pt")
+    image = np.random.default_rng(5).integers(0, 256, (3, 150, 170)).astype(np.uint8)
+    path = write_geotiff(tmp_path / "in.tif", image)
+    info, net = describe_model(str(model))
+    reference = reference_predict(
+        Predictor(net, info, precision="fp32"),
+        image,
+        halo=info.halo,
+        sizes=info.sizes,
+        padding=info.padding,
+    )
+    return model, path, info, net, reference
+
+
+def test_the_first_layer_width_sizes_the_memory_estimate(tmp_path):
+    net = _tiny_setup(tmp_path)[3]
+    assert autotune.first_width(net) == 4  # TinyUNet's base
+    assert autotune.first_width(object()) is None  # an onnxruntime session: unknown
+    one = autotune.call_bytes(4, 184, 1, "fp32")
+    assert autotune.call_bytes(4, 184, 3, "fp32") == 3 * one
+    assert autotune.call_bytes(4, 184, 1, "bf16") == one // 2
+    assert autotune.call_bytes(None, 4096, 8) == 0
+    assert autotune.fit_batch(4, 184, 4, budget=2 * one) == 2
+    assert autotune.fit_batch(4, 184, 4, budget=one - 1) == 0
+
+
+def test_tuning_never_tries_a_call_over_the_memory_budget(tmp_path, tuning, monkeypatch):
+    model, path, info, net, reference = _tiny_setup(tmp_path)
+    width, halo = autotune.first_width(net), info.halo
+    patches = autotune.candidate_patches(256, info.alignment, halo)
+    assert len(patches) >= 3
+    budget = autotune.call_bytes(width, patches[1] + 2 * halo, 1, "fp32")
+    monkeypatch.setattr(autotune, "CALL_MEMORY", budget)
+    tried = []
+    real = autotune.measure
+
+    def counted(forward, channels, window, batch, seconds=0.0):
+        tried.append((window, batch))
+        return real(forward, channels, window, batch, seconds)
+
+    monkeypatch.setattr(autotune, "measure", counted)
+    options = {"tile": 256, "precision": "fp32", "probabilities": "float32", "progress": False}
+    predict(path, model, tmp_path / "t.zarr", workers=0, **options)
+    assert tried
+    assert all(autotune.call_bytes(width, w, b, "fp32") <= budget for w, b in tried), tried
+    group = zarr.open_group(str(tmp_path / "t.zarr"), mode="r")
+    assert group.attrs["patch"] <= patches[1]
+    assert (
+        autotune.call_bytes(width, group.attrs["patch"] + 2 * halo, group.attrs["batch"]) <= budget
+    )
+    assert np.abs(group["probabilities"][...] - reference).max() <= 1e-4
+
+
+def test_a_cached_choice_over_the_budget_is_measured_again(tmp_path, tuning, monkeypatch):
+    _, _, info, net, _ = _tiny_setup(tmp_path)
+    forward = Predictor(net, info, precision="fp32")
+    width, halo = autotune.first_width(net), info.halo
+    patches = autotune.candidate_patches(256, info.alignment, halo)
+    tried = []
+
+    def equal_seconds(forward, channels, window, batch):  # every call 1 s: the largest wins
+        tried.append(window)
+        return 1.0
+
+    args = {
+        "key": "k", "tile": 256, "alignment": info.alignment, "halo": halo, "channels": 3,
+        "window_of": lambda p: p + 2 * halo, "measure_call": equal_seconds, "width": width,
+    }  # fmt: skip
+    patch, _, record = autotune.choose_call_size(forward, **args)
+    assert patch == patches[-1] and record["cached"] is False
+    assert autotune.choose_call_size(forward, **args)[2]["cached"] is True
+    monkeypatch.setattr(
+        autotune, "CALL_MEMORY", autotune.call_bytes(width, patches[0] + 2 * halo, 1)
+    )
+    tried.clear()
+    patch, batch, record = autotune.choose_call_size(forward, **args)
+    assert record["cached"] is False and tried == [patches[0] + 2 * halo] * 2
+    assert (patch, batch) == (patches[0], 1)
+
+
+def test_untuned_calls_are_capped_too_and_stay_exact(tmp_path, tuning, monkeypatch):
+    model, path, info, net, reference = _tiny_setup(tmp_path)
+    monkeypatch.setattr(autotune, "TUNE_MIN_PIXELS", 10**12)  # a small job: no measurement
+    width, halo = autotune.first_width(net), info.halo
+    budget = autotune.call_bytes(width, 64 + 2 * halo, 2, "fp32")
+    monkeypatch.setattr(autotune, "CALL_MEMORY", budget)
+    options = {"tile": 256, "precision": "fp32", "probabilities": "float32", "progress": False}
+    predict(path, model, tmp_path / "u.zarr", workers=0, **options)
+    group = zarr.open_group(str(tmp_path / "u.zarr"), mode="r")
+    assert group.attrs["patch_tuning"] is None and not tuning.exists()
+    patch, batch = group.attrs["patch"], group.attrs["batch"]
+    assert patch == 64 and batch == 2  # 256 and 128 would not fit; DEFAULT_BATCH 4 neither
+    assert np.abs(group["probabilities"][...] - reference).max() <= 1e-4
