@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +19,21 @@ from pipeline.read.location import location_exists, redact, redact_text, remote_
 from pipeline.read.source import Source, Validity, cached_handle, file_stamp, parse_bands
 from pipeline.tile.grid import Window
 
-__all__ = ["GeoTiffSource", "gdal_reason", "open_dataset", "raster_handle", "read_window"]
+__all__ = [
+    "BLOCK_CACHE_MB",
+    "GeoTiffSource",
+    "bound_block_cache",
+    "gdal_reason",
+    "open_dataset",
+    "raster_handle",
+    "read_window",
+]
+
+#: GDAL's block cache in a reading process, in MB (``GDAL_CACHEMAX`` in the environment wins).
+#: GDAL's default is 5% of RAM, and every block a run decodes stays cached up to it: on a 23 GB
+#: node a 24576^2 run held its whole 600 MB source (peak RSS 1.45x that of 8192^2). A task
+#: reads each window once; what a cache saves is a neighbour's halo blocks, a few MB.
+BLOCK_CACHE_MB = 64
 
 
 def gdal_reason(exc: BaseException) -> str:
@@ -36,14 +52,31 @@ def gdal_reason(exc: BaseException) -> str:
     return redact_text("; ".join(messages) or type(exc).__name__)
 
 
+@functools.cache
+def bound_block_cache() -> int | None:
+    """Set this process's GDAL block cache to :data:`BLOCK_CACHE_MB` (once; process-wide).
+
+    Returns the MB set, or None when the user's ``GDAL_CACHEMAX`` is kept.
+    """
+    if os.environ.get("GDAL_CACHEMAX"):
+        return None
+    from rasterio.env import set_gdal_config
+
+    set_gdal_config("GDAL_CACHEMAX", BLOCK_CACHE_MB)
+    return BLOCK_CACHE_MB
+
+
 def open_dataset(path: str) -> Any:
     """Open ``path`` (local, URL or ``/vsi*/``) with rasterio; failures become one line.
 
-    Remote locations are opened under :func:`~pipeline.read.location.remote_env`.
+    Remote locations are opened under :func:`~pipeline.read.location.remote_env`. The
+    process's GDAL block cache is bounded first (:func:`bound_block_cache`), so a reader's
+    memory does not grow with the image.
     """
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
+    bound_block_cache()
     if not location_exists(path):
         raise InputError(f"{path} does not exist; check the path")
     try:

@@ -1,0 +1,61 @@
+"""A GeoTIFF reader's memory does not grow with the image: GDAL's block cache is bounded."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import rasterio
+
+from pipeline.read.geotiff import BLOCK_CACHE_MB
+from tests.pipeline.read.synthetic import CRS, TRANSFORM
+
+READ_ALL = textwrap.dedent(
+    """
+    import resource, sys
+    from pipeline.read import open_source
+    from pipeline.tile import Window
+    source = open_source(sys.argv[1])
+    source.read(Window(0, 0, 1024, 1024))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rows, cols = source.shape
+    for r in range(0, rows, 1024):
+        for c in range(0, cols, 1024):
+            source.read(Window(r, c, min(1024, rows - r), min(1024, cols - c)))
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+    """
+)
+
+
+def _growth_mb(path, cachemax=None):
+    env = {k: v for k, v in os.environ.items() if k != "GDAL_CACHEMAX"}
+    if cachemax is not None:
+        env["GDAL_CACHEMAX"] = str(cachemax)
+    out = subprocess.run(
+        [sys.executable, "-c", READ_ALL, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return int(out.stdout.split()[-1])
+
+
+def test_reading_a_whole_large_geotiff_holds_at_most_the_bounded_cache(tmp_path):
+    size = 12288  # 144 MB of pixels: more than twice the bound
+    path = tmp_path / "big.tif"
+    profile = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint8")
+    profile.update(tiled=True, blockxsize=512, blockysize=512, crs=CRS, transform=TRANSFORM)
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, "w", **profile) as dataset:
+        for row in range(0, size, 2048):
+            dataset.write(
+                rng.integers(0, 256, (1, 2048, size), dtype=np.uint8),
+                window=((row, row + 2048), (0, size)),
+            )
+    bounded = _growth_mb(path)
+    unbounded = _growth_mb(path, cachemax=1024)  # the user's own setting is kept
+    assert bounded <= BLOCK_CACHE_MB + 24, (bounded, unbounded)
+    # without the bound the file stays cached as it is read (GDAL keeps what it decodes)
+    assert unbounded >= max(2 * bounded, BLOCK_CACHE_MB + 30), (bounded, unbounded)
