@@ -67,6 +67,10 @@ def test_onnx_without_metadata(tmp_path):
     info = with_overrides(info, halo=model.halo, classes=("x",))
     out = Predictor(session, info)(np.zeros((1, 3, 64, 64), np.uint8))
     assert out.shape == (1, 1, 64, 64)
+    # its threads sleep between calls instead of spinning on the readers' cores
+    options = session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
 
 
 def test_bad_model_files(tmp_path):
