@@ -22,8 +22,10 @@ __all__ = [
     "InputError",
     "ModelOutputError",
     "ModelRunError",
+    "OutputBusyError",
     "OutputExistsError",
     "ReadError",
+    "StaleLockWarning",
     "StoreError",
     "short_repr",
 ]
@@ -69,8 +71,16 @@ class OutputExistsError(GigasegError, FileExistsError):
     """An output exists and ``overwrite`` was not given."""
 
 
+class OutputBusyError(StoreError):
+    """Another live run is writing the same output (it holds the output's lock)."""
+
+
 class GigasegWarning(UserWarning):
     """Root of the warnings gigaseg gives on purpose (the CLI prints them on one line)."""
+
+
+class StaleLockWarning(GigasegWarning):
+    """The lock of a run that died (killed, out of memory) was taken over."""
 
 
 class ApproximateWarning(GigasegWarning):

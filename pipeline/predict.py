@@ -99,6 +99,7 @@ from pipeline.store import (
     write_core,
     write_mask,
 )
+from pipeline.store.claim import Claim, claim_store
 from pipeline.store.verify import damaged_tiles
 from pipeline.tile.grid import TileGrid, TilePlan, Window
 
@@ -579,6 +580,35 @@ def predict(
     if not isinstance(source, (np.ndarray, Source)):
         check_not_input(store_path, source)  # --overwrite would delete its own input
     parse_tissue(read.tissue)
+    run_id = uuid.uuid4().hex
+    # Held until the run ends: a second run into this store fails here, at once; an
+    # overwrite writes aside and replaces the old store only when complete.
+    with claim_store(store_path, run_id, resume=resume, overwrite=overwrite) as claim:
+        return _predict_claimed(
+            claim, source, model, (tiling, inference, read, runner), device, client=client,
+            resume=resume, overwrite=overwrite, verify=verify, progress=progress,
+            on_tile=on_tile, started=started,
+        )  # fmt: skip
+
+
+def _predict_claimed(
+    claim: Claim,
+    source: Any,
+    model: Any,
+    settings: tuple[TilingSettings, InferenceSettings, ReadSettings, RunnerSettings],
+    device: str,
+    *,
+    client: Any,
+    resume: bool,
+    overwrite: bool,
+    verify: bool,
+    progress: bool,
+    on_tile: Callable[[int, int], None] | None,
+    started: float,
+) -> PredictReport:
+    """Run :func:`predict` into a claimed store: tiles go to ``claim.path``."""
+    tiling, inference, read, runner = settings
+    store_path = str(claim.path)
     notes: list[str] = []
     info, src, model_halo = _open_inputs(
         source, model, tiling.halo, inference.classes, read, notes, inference.card
@@ -623,7 +653,7 @@ def predict(
             "probabilities_dtype": inference.probabilities,
             "tta": inference.tta,
             "software": {"gigaseg": _software_version()},
-            "run_id": uuid.uuid4().hex,
+            "run_id": claim.run_id,
             **({"nodata": src.nodata} if src.nodata is not None else {}),
             **{k: v for k, v in src.georef.to_attrs().items() if v is not None},
             "stain": None if normalizer is None else normalizer.to_dict(),
@@ -692,12 +722,14 @@ def predict(
     report.precision = report.precision or attrs["precision"]
     report.seconds["total"] = time.perf_counter() - started
     report.mpx_per_s = report.megapixels / report.seconds["total"] if report.megapixels else 0.0
+    report.store = str(claim.store)
     complete_store(
         store_path,
         run_id=attrs["run_id"],
         precision=report.precision,
         report={k: v for k, v in report.to_dict().items() if k != "status"},
     )
+    claim.commit()  # an overwrite's new store replaces the old one only now
     report.status = "complete"
     return report
 

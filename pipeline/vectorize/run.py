@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from pipeline.export import (
 from pipeline.read import is_remote, redact
 from pipeline.runner import Runner
 from pipeline.settings import RunnerSettings, split_options
+from pipeline.store.lock import acquire
 from pipeline.vectorize.centerlines import prune_spurs
 from pipeline.vectorize.georef import Target
 from pipeline.vectorize.instance_tasks import instance_task, join_instances
@@ -311,30 +313,34 @@ def vectorize(
         output=str(out_path), format=fmt, shape=source.shape, chunk=side, chunks=len(grid),
         connectivity=settings.connectivity, workers=0,
     )  # fmt: skip
-    sink = _Sink(open_writer(out_path, fmt, job.schema(), object_type=object_type), report)
     times = [t0, 0.0, 0.0, 0.0]
     stage = {"read": 0.0, "trace": 0.0, "finish": 0.0}
     tasks: Runner | None = None
+    lock = acquire(out_path, uuid.uuid4().hex)  # one run per output: a second fails here
     try:
-        tasks = Runner(settings_runner, client=client, tasks=len(grid), kind="python")
-        report.workers = tasks.workers
-        times[1] = time.perf_counter()
-        border, lines, pieces, markers = _trace_chunks(job, source, grid, tasks, sink, stage,
-                                                       progress)  # fmt: skip
-        times[2] = time.perf_counter()
-        if job.instances is not None:
-            _join_instances(job, pieces, markers, tasks, sink)
-        _merge_border(job, border, tasks, sink)
-        _join_lines(job, lines, sink)
-        times[3] = time.perf_counter()
-        sink.writer.close()
-        report.skipped = int(getattr(sink.writer, "skipped", 0))
-    except BaseException:
-        sink.writer.abort()
-        raise
+        check_output(out_path, overwrite=overwrite)  # again: a run may have finished it since
+        sink = _Sink(open_writer(out_path, fmt, job.schema(), object_type=object_type), report)
+        try:
+            tasks = Runner(settings_runner, client=client, tasks=len(grid), kind="python")
+            report.workers = tasks.workers
+            times[1] = time.perf_counter()
+            border, lines, pieces, markers = _trace_chunks(job, source, grid, tasks, sink, stage,
+                                                           progress)  # fmt: skip
+            times[2] = time.perf_counter()
+            if job.instances is not None:
+                _join_instances(job, pieces, markers, tasks, sink)
+            _merge_border(job, border, tasks, sink)
+            _join_lines(job, lines, sink)
+            times[3] = time.perf_counter()
+            sink.writer.close()
+            report.skipped = int(getattr(sink.writer, "skipped", 0))
+        except BaseException:
+            sink.writer.abort()
+            raise
     finally:
         if tasks is not None:
             tasks.close()
+        lock.release()
     report.features = sink.writer.count
     report.per_class = {job.name(c): n for c, n in sorted(sink.per_class.items())}
     t_end = time.perf_counter()

@@ -14,10 +14,11 @@ import pytest
 import zarr
 
 import pipeline
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import ConfigError, InputError, StaleLockWarning
 from pipeline.infer import Predictor, describe_model, reference_predict
 from pipeline.predict import predict
 from pipeline.read import open_source
+from pipeline.runner import environ_kept
 from pipeline.tile import Window
 from tests.pipeline.read.synthetic import write_geotiff, xy_image
 from tests.pipeline.tinynet import TinyUNet, save_torchscript
@@ -48,6 +49,7 @@ def client():
     from distributed import Client, LocalCluster
 
     with (
+        environ_kept(),  # the nannies write their workers' settings into os.environ
         LocalCluster(
             n_workers=2,
             threads_per_worker=2,
@@ -274,7 +276,10 @@ def test_killed_run_resumes_to_the_same_store(tmp_path, models):
     ledger = zarr.open_array(str(store / "tiles"), mode="r")[...]
     done_before = int((ledger == 1).sum())
     assert 8 <= done_before < 64
-    report = predict(path, models["same"], store, tile=32, workers=0, progress=False, resume=True)
+    with pytest.warns(StaleLockWarning, match=r"killed\.zarr from run .* no longer running"):
+        report = predict(
+            path, models["same"], store, tile=32, workers=0, progress=False, resume=True
+        )
     assert report.tiles_already_done == done_before
     assert report.tiles_computed == 64 - done_before
     predict(path, models["same"], tmp_path / "whole.zarr", tile=32, workers=0, progress=False)

@@ -24,6 +24,8 @@ import pytest
 import yaml
 
 import workflows
+from pipeline.errors import StaleLockWarning
+from pipeline.runner import environ_kept
 from tests.workflows.conftest import ledger, read_features, read_store
 from workflows.run import store_status
 
@@ -83,6 +85,7 @@ def test_a_killed_worker_does_not_change_the_result(
     outcome: dict[str, Any] = {}
 
     with (
+        environ_kept(),  # the nannies write their workers' settings into os.environ
         LocalCluster(
             n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
         ) as cluster,
@@ -173,7 +176,10 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(
     assert not (out / "gigaseg-report.json").exists()
 
     stream = io.StringIO()
-    resumed = workflows.run(path, resume=True, client=local_client, progress=False, stream=stream)
+    with pytest.warns(StaleLockWarning, match=r"big\.zarr from run .* no longer running"):
+        resumed = workflows.run(
+            path, resume=True, client=local_client, progress=False, stream=stream
+        )
     assert resumed.ok
     small_report, big_report = resumed.scenes
     # The finished scene and its export are skipped, not redone.
