@@ -46,6 +46,7 @@ __all__ = [
     "close_cluster",
     "connect_scheduler",
     "dask_setup",
+    "environ_kept",
     "local_cluster",
     "machine_size",
 ]
@@ -109,6 +110,28 @@ def choose_mode(
     return "cluster"
 
 
+@contextmanager
+def environ_kept() -> Iterator[None]:
+    """Undo what starting Dask worker processes writes into this process's environment.
+
+    A nanny sets its workers' ``pre-spawn-environ`` (``OMP_NUM_THREADS=1``,
+    ``DASK_LOGGING__DISTRIBUTED``...) in its own process's ``os.environ`` before it spawns
+    them, so whatever this process starts later inherited them: batch jobs submitted after a
+    local run ran torch on one thread and logged only errors (their ``Reason:
+    worker-lifetime-reached`` line was missing). (A worker the nanny restarts after a crash
+    sets them again.)
+    """
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(before):
+            del os.environ[key]
+        for key, value in before.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
+
 def local_cluster(
     n_workers: int | None = None,
     threads_per_worker: int | None = None,
@@ -146,7 +169,7 @@ def local_cluster(
     # setting reaches them, so their level travels in the environment they are spawned with:
     # without it each worker prints "Connection ... has been closed" when the run ends.
     quiet_workers = {"distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED": "error"}
-    with dask.config.set(quiet_workers), _children_ignore_sigint():
+    with dask.config.set(quiet_workers), _children_ignore_sigint(), environ_kept():
         return LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=workers if n_workers is None else n_workers,
             threads_per_worker=threads if threads_per_worker is None else threads_per_worker,

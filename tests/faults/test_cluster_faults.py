@@ -25,6 +25,7 @@ import pytest
 
 from pipeline.errors import ClusterError, ConfigError
 from pipeline.infer.gpus import ENV_PROCESSES, devices_for, worker_rank
+from pipeline.runner import environ_kept
 from tests.workflows.conftest import ledger, tiny_model, write_geotiff  # noqa: F401
 from workflows.cluster import job_script
 from workflows.jobs import lifetime_args, lifetime_seconds, parse_walltime, submit_message
@@ -141,6 +142,7 @@ def test_dask_workers_each_bind_their_own_gpu() -> None:
     from distributed import Client, LocalCluster
 
     with (
+        environ_kept(),  # the nannies write their workers' settings into os.environ
         LocalCluster(
             n_workers=2,
             threads_per_worker=1,

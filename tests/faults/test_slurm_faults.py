@@ -276,11 +276,6 @@ def _worker_names(client: Any) -> set[str]:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.skip(
-    reason="in full-suite runs the retiring worker process dies with a TypeError inside the "
-    "nanny ('NoneType' object cannot be interpreted as an integer) instead of logging "
-    "worker-lifetime-reached; passes alone; open in issue 13 item 18"
-)
 def test_workers_retire_at_their_lifetime_and_a_new_job_takes_over(
     tmp_path: Path, job_name: str
 ) -> None:

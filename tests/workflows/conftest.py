@@ -139,14 +139,17 @@ def local_client() -> Iterator[Any]:
     """One small LocalCluster shared by the workflow tests (2 workers x 1 thread)."""
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        memory_limit="2GiB",
-    )
+    from pipeline.runner import environ_kept
+
+    with environ_kept():  # SLURM jobs submitted later must not inherit the workers' settings
+        cluster = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            memory_limit="2GiB",
+        )
     client = Client(cluster)
     yield client
     client.close()

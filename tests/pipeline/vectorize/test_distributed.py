@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from distributed import Client, LocalCluster
 
+from pipeline.runner import environ_kept
 from pipeline.vectorize import vectorize
 
 from .helpers import assert_same, blobs, read_parquet, write_geotiff
@@ -21,6 +22,7 @@ def test_local_cluster_equals_whole_raster_trace(tmp_path: Path) -> None:
     labels = blobs((96, 80), seed=11, classes=2)
     tif = write_geotiff(tmp_path / "labels.tif", labels, crs=None)
     with (
+        environ_kept(),  # the nannies write their workers' settings into os.environ
         LocalCluster(
             n_workers=2,
             threads_per_worker=1,
