@@ -286,10 +286,7 @@ def instance_task(
     t_read = time.perf_counter()
     top, left = rows[0] - win_rows[0], cols[0] - win_cols[0]
     core = (slice(top, top + rows[1] - rows[0]), slice(left, left + cols[1] - cols[0]))
-    reach = rules.reach
-    exact = (slice(max(top - reach, 0), top + rows[1] - rows[0] + reach),
-             slice(max(left - reach, 0), left + cols[1] - cols[0] + reach))  # fmt: skip
-    found_window = window_instances(labels, rules, exact)
+    found_window = window_instances(labels, rules, core)
     components, classes, instances = (found_window.components, found_window.classes,
                                       found_window.instances)  # fmt: skip
 

@@ -12,6 +12,10 @@ Two methods turn a label raster into instances, each object its own id:
     ``threshold`` and no pixel within ``separation`` has a larger one (maxima with a minimum
     separation). Markers are computed per class.
 
+Marker components (8-connected marker pixels of one class) with fewer than ``min_marker``
+pixels are dropped before they grow, for both methods: small interior fragments or noise
+maxima then do not split an object; their pixels go to the neighbouring markers.
+
 Then the markers grow through the foreground, one ring of pixels per step, for ``reach``
 steps; steps alternate between the 8 and the 4 neighbours (an octagonal distance, closer to
 Euclidean than either alone). A pixel reached in a step takes, of its neighbours reached
@@ -25,8 +29,12 @@ order, not the order of a flooding queue, so after ``reach`` steps a pixel's own
 only on the pixels within ``reach`` of it (by induction over the steps). Every rule
 looks at most ``halo`` pixels away (:attr:`InstanceRules.halo`: ``reach`` for ``boundary``;
 ``reach`` for the clipped distance + ``separation`` for the maxima + ``reach`` for the
-expansion, for ``distance``), so a chunk read with that halo decides its pixels exactly as
-the whole raster does. Window edges at the raster edge are the raster edge itself, and
+expansion, for ``distance``; plus ``min_marker - 1`` for the marker size), so a chunk read
+with that halo decides its pixels exactly as the whole raster does. The marker size is
+local too: a component has at least ``n`` pixels exactly when the part of it within
+``n - 1`` steps of any one of its pixels has (a connected set's breadth-first layers are
+not empty until it is exhausted), so a window reaching ``min_marker - 1`` beyond a marker
+pixel counts it right. Window edges at the raster edge are the raster edge itself, and
 everything outside the raster counts as "not background" for the distance, the same in
 both. Only the *identity* of a marker that continues past the window is not local; the
 chunked driver (:mod:`pipeline.vectorize.instance_tasks`) joins marker pieces with the seam
@@ -93,11 +101,15 @@ class InstanceRules:
         objects are separated (``distance``); empty: every non-zero id but the boundary.
     boundary_class
         ``boundary``: the class id of boundary pixels (foreground, never markers).
+    min_marker
+        Marker components with fewer pixels are dropped (1: keep all).
 
     Examples
     --------
     >>> InstanceRules("distance", reach=6, separation=2, threshold=1.5).halo
     14
+    >>> InstanceRules("distance", reach=6, separation=2, threshold=1.5, min_marker=5).halo
+    18
     """
 
     method: Literal["boundary", "distance"]
@@ -106,6 +118,7 @@ class InstanceRules:
     threshold: float = 2.0
     marker_classes: tuple[int, ...] = ()
     boundary_class: int | None = None
+    min_marker: int = 1
 
     def __post_init__(self) -> None:
         if self.method not in ("boundary", "distance"):
@@ -119,6 +132,10 @@ class InstanceRules:
                 f"min separation and marker threshold must be >= 0, got {self.separation} "
                 f"and {self.threshold}"
             )
+        if self.min_marker < 1:
+            raise ConfigError(
+                f"minimum marker size must be at least 1 pixel, got {self.min_marker}"
+            )
         if self.method == "boundary" and self.boundary_class is None:
             raise ConfigError(
                 "instance method 'boundary' needs a boundary class; the input has no class "
@@ -128,9 +145,10 @@ class InstanceRules:
     @property
     def halo(self) -> int:
         """Pixels of context a chunk needs on each side to decide its own pixels exactly."""
+        size = self.min_marker - 1
         if self.method == "boundary":
-            return self.reach
-        return 2 * self.reach + math.floor(self.separation)
+            return self.reach + size
+        return 2 * self.reach + math.floor(self.separation) + size
 
     def classes_in(self, labels: np.ndarray) -> tuple[int, ...]:
         """Return the marker classes, or (when none are set) the non-zero ids in ``labels``."""
@@ -390,8 +408,22 @@ class WindowInstances:
     instances: np.ndarray
 
 
+def _grown(core: tuple[slice, slice], by: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """Return the ``core`` box grown by ``by`` pixels on each side, within ``shape``."""
+    rows, cols = core
+    return (slice(max(rows.start - by, 0), min(rows.stop + by, shape[0])),
+            slice(max(cols.start - by, 0), min(cols.stop + by, shape[1])))  # fmt: skip
+
+
+def _only(mask: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
+    """Return ``mask`` with everything outside ``box`` cleared."""
+    out = np.zeros(mask.shape, bool)
+    out[box] = mask[box]
+    return out
+
+
 def window_instances(
-    labels: np.ndarray, rules: InstanceRules, exact: tuple[slice, slice] | None = None
+    labels: np.ndarray, rules: InstanceRules, core: tuple[slice, slice] | None = None
 ) -> WindowInstances:
     """Apply the rules to one window: owners, marker components and their classes.
 
@@ -401,10 +433,11 @@ def window_instances(
         ``(h, w)`` class ids of the window (a chunk plus ``rules.halo``, or the whole raster).
     rules
         The method and its reaches.
-    exact
-        The part of the window where markers are decided exactly (the chunk plus ``reach``);
-        marker pixels outside it are dropped, since they could be wrong (their clipped
-        distance or maxima need pixels beyond the window) and no core pixel can reach them.
+    core
+        The chunk inside the window (``None``: the window is the whole raster). Markers are
+        kept within ``reach`` of it, where they are decided exactly (their clipped distance,
+        maxima and size need pixels up to the halo) and the only place core pixels can
+        reach; their sizes are counted ``min_marker - 1`` further out.
 
     Returns
     -------
@@ -420,10 +453,15 @@ def window_instances(
         for cid in classes_in:
             markers |= distance_markers(labels == cid, rules.reach, rules.separation,
                                         rules.threshold)  # fmt: skip
-    if exact is not None:
-        inside = np.zeros(labels.shape, bool)
-        inside[exact] = markers[exact]
-        markers = inside
+    if rules.min_marker > 1:
+        if core is not None:
+            markers = _only(markers, _grown(core, rules.reach + rules.min_marker - 1, labels.shape))
+        components, _, _ = label_markers(labels, markers)
+        sizes = np.bincount(components.ravel())
+        markers = sizes[components] >= rules.min_marker
+        markers[components == 0] = False
+    if core is not None:
+        markers = _only(markers, _grown(core, rules.reach, labels.shape))
     if rules.method == "distance" and len(classes_in) > 1:
         owner = np.full(labels.shape, -1, np.int32)
         for cid in classes_in:

@@ -217,6 +217,7 @@ def vectorize(
     reach: float | None = None,
     min_separation: float | None = None,
     marker_threshold: float | None = None,
+    min_marker_area: float | None = None,
     **options: Any,
 ) -> VectorizeReport:
     """Vectorize a label raster into one GeoJSON/GeoParquet/GeoPackage/FlatGeobuf/QuPath file.
@@ -282,6 +283,11 @@ def vectorize(
         clip), the minimum separation of distance maxima and the smallest distance to the
         background of a marker. Defaults: 8, 4 and 2 pixels. A separation near the
         objects' radius avoids extra markers on the ridges of elongated or square shapes.
+    min_marker_area
+        Instances: marker components smaller than this (m², µm² for slides, pixels
+        otherwise) are dropped before they grow, so fragments and noise maxima do not split
+        an object (default: keep all). The halo grows by the marker's pixel count. Objects
+        smaller than ``min_area`` are dropped after separation.
 
     Returns
     -------
@@ -303,7 +309,9 @@ def vectorize(
     job = replace(
         _make_job(source, settings, classes, fmt, int(halo), float(spur_length)), crs=out_crs
     )
-    rules = instance_rules(source, job, instances, reach, min_separation, marker_threshold)
+    rules = instance_rules(
+        source, job, instances, reach, min_separation, marker_threshold, min_marker_area
+    )
     if rules is not None:
         job = replace(job, instances=rules)
     grid = plan_chunks(source.shape, side)
@@ -476,6 +484,7 @@ def instance_rules(
     reach: float | None,
     min_separation: float | None,
     marker_threshold: float | None,
+    min_marker_area: float | None = None,
 ) -> InstanceRules | None:
     """Build the instance rules of a run (``None``: connected components, no separation).
 
@@ -509,6 +518,7 @@ def instance_rules(
             return default
         return parse_non_negative(name, value) / pixel
 
+    marker_pixels = parse_non_negative("min_marker_area", min_marker_area) / pixel**2
     markers = tuple(c for c in (job.classes or sorted(job.names)) if c not in boundary)
     return InstanceRules(
         method=method,  # type: ignore[arg-type]
@@ -517,6 +527,7 @@ def instance_rules(
         threshold=pixels("marker_threshold", marker_threshold, 2.0),
         marker_classes=markers,
         boundary_class=boundary[0] if boundary else None,
+        min_marker=max(1, math.ceil(marker_pixels - 1e-9)),
     )
 
 

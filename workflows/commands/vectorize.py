@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--marker-threshold", type=float, default=None, metavar="DIST",
         help="instances (distance): smallest marker distance to background, m/µm (2 px)",
     )  # fmt: skip
+    parser.add_argument(
+        "--min-marker-area", type=float, default=None, metavar="AREA",
+        help="instances: drop marker components smaller than this, m²/µm² (keep all)",
+    )  # fmt: skip
     parser.add_argument("--chunk", type=int, default=None, help="chunk side in pixels (4096)")
     parser.add_argument(
         "--object-type",
@@ -113,6 +117,7 @@ def main(args: argparse.Namespace) -> int:
         reach=args.reach,
         min_separation=args.min_separation,
         marker_threshold=args.marker_threshold,
+        min_marker_area=args.min_marker_area,
     )
     data = report.to_dict()
     write_report(args, data)
