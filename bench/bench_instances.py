@@ -15,7 +15,9 @@ each repeat:
 
 Prints the command lines, the CPU and load, then a table: median wall time, speed ratio,
 peak RSS (the command and its worker processes), features, and whether the two outputs are
-identical (same ids, zero symmetric difference) and hold every object exactly once.
+identical (same ids, zero symmetric difference) and hold every object exactly once; a second
+table splits the wall time into the run report's stages (median over repeats). Exits
+non-zero when the outputs differ.
 """
 
 from __future__ import annotations
@@ -116,9 +118,9 @@ class PeakRSS:
         self._thread.join()
 
 
-def run_cli(args: list[str]) -> tuple[float, int]:
-    """Run ``gigaseg`` with ``args`` as a subprocess; return wall seconds and peak RSS."""
-    command = [sys.executable, "-m", "workflows", *args]
+def run_cli(args: list[str], report: Path) -> tuple[float, int, dict[str, float]]:
+    """Run ``gigaseg`` with ``args`` as a subprocess; return wall s, peak RSS, stage seconds."""
+    command = [sys.executable, "-m", "workflows", *args, "--report", str(report)]
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with PeakRSS(proc.pid) as peak:
@@ -126,7 +128,9 @@ def run_cli(args: list[str]) -> tuple[float, int]:
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{err.decode()[-2000:]}")
-    return seconds, peak.total
+    stages = json.loads(report.read_text())["seconds"]
+    stages["process"] = seconds - stages["total"]  # interpreter start, imports, exit
+    return seconds, peak.total, stages
 
 
 def compare(a: Path, b: Path) -> tuple[int, int, bool, float]:
@@ -175,31 +179,47 @@ def main() -> int:
                 *common, "--chunk", str(args.chunk), "--workers", str(args.workers),
             ],
         }  # fmt: skip
-        results: dict[str, list[tuple[float, int]]] = {name: [] for name in ways}
+        results: dict[str, list[tuple[float, int, dict[str, float]]]] = {n: [] for n in ways}
         outputs = {name: tmp / f"out-{i}.parquet" for i, name in enumerate(ways)}
         for name, cli in ways.items():
             print("$ gigaseg " + " ".join([*cli, "--out", outputs[name].name]))
         for repeat in range(args.repeats):
             for name, cli in ways.items():
-                results[name].append(run_cli([*cli, "--out", str(outputs[name])]))
-                seconds, rss = results[name][-1]
+                results[name].append(
+                    run_cli([*cli, "--out", str(outputs[name])], tmp / "report.json")
+                )
+                seconds, rss, _ = results[name][-1]
                 print(
                     f"repeat {repeat + 1}: {name}: {seconds:.1f} s, peak RSS {rss / 2**30:.2f} GiB"
                 )
         whole, chunked = (outputs[name] for name in ways)
         n_whole, n_chunked, same_ids, diff = compare(whole, chunked)
-        base = statistics.median(s for s, _ in results[next(iter(ways))])
+        base = statistics.median(s for s, *_ in results[next(iter(ways))])
         print()
         print("| run | median wall s | speed vs whole | peak RSS GiB | features |")
         print("|---|---|---|---|---|")
         for (name, runs), n in zip(results.items(), (n_whole, n_chunked), strict=True):
-            wall = statistics.median(s for s, _ in runs)
-            rss = max(r for _, r in runs) / 2**30
+            wall = statistics.median(s for s, *_ in runs)
+            rss = max(r for _, r, _ in runs) / 2**30
             print(f"| {name} | {wall:.1f} | {base / wall:.2f}x | {rss:.2f} | {n} |")
         print()
+        stages = ["process", "setup", "trace_wall", "merge_and_lines", "close",
+                  "workers_read", "workers_trace", "workers_finish"]  # fmt: skip
+        print("stage seconds (median): process = interpreter start, imports and exit; setup ="
+              " cluster start; workers_* = summed over chunks")  # fmt: skip
+        print("| run | " + " | ".join(stages) + " |")
+        print("|---" * (len(stages) + 1) + "|")
+        for name, runs in results.items():
+            cells = [statistics.median(r[2].get(k, 0.0) for r in runs) for k in stages]
+            print(f"| {name} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+        print()
+        identical = same_ids and diff == 0 and n_whole == n_chunked == count
         print(f"identical output: same ids {same_ids}, max symmetric-difference area {diff:g} "
               f"map units²; objects written {count}, found {n_chunked}")  # fmt: skip
         print(f"load average at end {os.getloadavg()}")
+    if not identical:
+        print("FAILED: the chunked output differs from the whole raster's", file=sys.stderr)
+        return 1
     return 0
 
 
