@@ -21,7 +21,7 @@ from pipeline.read.location import location_suffix
 from pipeline.tile.grid import Window
 from pipeline.vectorize.georef import Frame
 
-__all__ = ["LabelSource", "open_labels", "resolve_classes"]
+__all__ = ["LabelSource", "open_labels", "resolve_classes", "skipped_tiles"]
 
 
 @dataclass(frozen=True)
@@ -369,3 +369,26 @@ def _max_label(dtype: str) -> int:
     if np.issubdtype(kind, np.integer):
         return int(np.iinfo(kind).max)
     return 1
+
+
+def skipped_tiles(source: LabelSource) -> tuple[np.ndarray, int] | None:
+    """Return the tiles a store's ledger marks skipped (a boolean grid) and the tile size.
+
+    Skipped tiles held no data (nodata, no tissue): their chunks were never written and read
+    as background, so they hold no polygon and need not be read at all. ``None`` for other
+    sources, and when a threshold of 0 would make background pixels foreground.
+    """
+    if source.kind != "store" or source.path is None:
+        return None
+    if source.threshold is not None and source.threshold <= 0:
+        return None
+    from pipeline.store import SKIPPED, read_attrs, read_ledger
+
+    tile = read_attrs(source.path).get("tile")
+    if not isinstance(tile, int) or tile < 1:
+        return None
+    try:
+        ledger = read_ledger(source.path)
+    except (OSError, ValueError, KeyError):  # a store without a ledger: read everything
+        return None
+    return ledger == SKIPPED, tile

@@ -10,6 +10,9 @@
   are filled with the model's band means before the model, stored as nodata (labels 255,
   probabilities 0 or NaN), vectorized as nothing -- and on the valid pixels the tiled result
   equals the whole-image reference computed on the same filled image.
+- ``vectorize`` of a sparse store used to read and trace every chunk, 2401 empty ones of a
+  200000² store. Expected: chunks whose tiles the ledger marks skipped are not read at all
+  (a corrupt chunk file there is never decoded), and the polygons are the same.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window as RioWindow
 
+import pipeline
 from pipeline.infer.model import describe_model
 from pipeline.infer.predictor import Predictor
 from pipeline.infer.reference import reference_predict
 from pipeline.predict import NODATA_LABEL, predict
 from pipeline.read.geotiff import GeoTiffSource
 from pipeline.tile.grid import Window
-from tests.workflows.conftest import read_store, synthetic
+from tests.workflows.conftest import read_features, read_store, synthetic
 from workflows.run import store_attributes
 
 
@@ -179,3 +183,34 @@ def test_nodata_labels_are_not_vectorized(tmp_path: Path, tiny_model: Path) -> N
     pipeline.vectorize(str(store), str(out), workers=0, progress=False)
     classes = {f["properties"]["class"] for f in json.loads(out.read_text())["features"]}
     assert classes <= {"building"}, classes
+
+
+@pytest.mark.timeout(300)
+def test_vectorize_of_a_sparse_store_reads_no_chunk_of_a_skipped_tile(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    import shutil
+
+    from pipeline.store import PENDING, SKIPPED, mark_tiles
+
+    scene = sparse_scene(tmp_path / "sparse.tif", 2048, (700, 900, 300, 400))
+    store = tmp_path / "sparse.zarr"
+    predict(scene, tiny_model, store, tile=128, workers=0, progress=False, precision="fp32")
+    skipped = np.argwhere(ledger(store) == SKIPPED)
+    assert len(skipped) == 256 - 3 * 4  # 3 x 4 tiles hold the block
+    # The same store with its ledger saying nothing was skipped: every chunk is read.
+    every = tmp_path / "every.zarr"
+    shutil.copytree(store, every)
+    mark_tiles(str(every), [tuple(int(i) for i in t) for t in skipped], PENDING)
+    # A chunk file of a skipped tile that would fail to decode if it were read.
+    row, col = (int(i) for i in skipped[-1])
+    (store / "labels" / str(row) / str(col)).parent.mkdir(parents=True, exist_ok=True)
+    (store / "labels" / str(row) / str(col)).write_bytes(b"not zstd")
+
+    kwargs: dict[str, Any] = {"chunk": 128, "workers": 0, "progress": False}
+    sparse = pipeline.vectorize(store, tmp_path / "sparse.geojson", **kwargs)
+    whole = pipeline.vectorize(every, tmp_path / "every.geojson", **kwargs)
+    assert sparse.chunks == whole.chunks == 256
+    assert sparse.chunks_skipped == len(skipped) and whole.chunks_skipped == 0
+    assert sparse.features == whole.features > 0
+    assert read_features(tmp_path / "sparse.geojson") == read_features(tmp_path / "every.geojson")
