@@ -15,9 +15,16 @@ model     forward passes only, in this process, on the windows ours computes (th
           patch plus its halo), already in memory: the ceiling for ours
 
 P1 = ours / model-only, P2 = ours / MONAI (both in Mpx/s of output), medians of ``--repeats``,
-all measured side by side in one run. Latency rows time ``gigaseg predict`` on a 512² image and
-``gigaseg vectorize`` on a 1300² label raster. Peak RSS is the largest of the subprocess tree
-(``wait4``: the CLI process, which runs the tasks in process by default).
+all measured side by side in one run. Peak RSS is the largest of the subprocess tree
+(``wait4``: the CLI process, which runs the tasks in process by default); one more run at the
+first size with no options at all (``--precision auto``, first use of the autotune included)
+gives the peak RSS at the default settings.
+
+The latency table times, as subprocesses with default options, ``gigaseg predict`` of a 512²
+3-band uint8 GeoTIFF with the shipped demo model (``sample/model``) and ``gigaseg vectorize``
+of a 1300² label raster: median, min and max wall seconds of ``--latency-runs`` runs, and the
+median CPU seconds (user + system) of the process tree, which the machine's load does not
+inflate as it does wall clock.
 """
 
 from __future__ import annotations
@@ -127,7 +134,7 @@ def make_model(path: Path, base: int, depth: int) -> Path:
 
 
 def timed(argv: list[str]) -> dict[str, Any]:
-    """Run a command; return its wall seconds and its peak RSS (``wait4``)."""
+    """Run a command; return its wall seconds, CPU seconds and peak RSS (``wait4``)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True)
@@ -139,13 +146,20 @@ def timed(argv: list[str]) -> dict[str, Any]:
         stdout, stderr = out.read(), err.read()
     if proc.returncode:
         raise RuntimeError(f"{' '.join(argv)} failed: {stderr[-2000:]}")
-    return {"seconds": seconds, "rss": usage.ru_maxrss * 1024, "stdout": stdout, "stderr": stderr}
+    cpu = usage.ru_utime + usage.ru_stime
+    return {
+        "seconds": seconds, "cpu": cpu, "rss": usage.ru_maxrss * 1024, "stdout": stdout,
+        "stderr": stderr,
+    }  # fmt: skip
 
 
-def ours(image: Path, model: Path, out: Path, precision: str) -> dict[str, Any]:
+def ours(image: Path, model: Path, out: Path, precision: str | None) -> dict[str, Any]:
+    """``gigaseg predict`` as a subprocess (``precision=None``: the default, auto)."""
     report = out.with_suffix(".json")
     argv = [*GIGASEG, "predict", str(image), "--model", str(model), "--out", str(out)]
-    argv += ["--precision", precision, "--overwrite", "--no-progress", "--report", str(report)]
+    if precision is not None:
+        argv += ["--precision", precision]
+    argv += ["--overwrite", "--no-progress", "--report", str(report)]
     result = timed(argv)
     result["report"] = json.loads(report.read_text())
     result["argv"] = argv
@@ -215,19 +229,48 @@ def print_table(rows: list[tuple[Any, ...]], repeats: int) -> None:
     )
 
 
-def latency(work: Path, model: Path, p: str, repeats: int) -> None:
-    """Wall seconds of ``gigaseg predict`` on 512² and ``gigaseg vectorize`` on 1300² labels."""
-    print()
+def store_attrs(store: Path) -> dict[str, Any]:
+    """The attributes of a gigaseg store (patch, batch, precision... as the run chose them)."""
+    attrs: dict[str, Any] = json.loads((store / "zarr.json").read_text())["attributes"]
+    return attrs
+
+
+def default_rss(work: Path, model: Path, size: int) -> None:
+    """Peak RSS of ``gigaseg predict`` with no options at all (first use of the autotune)."""
+    store = work / "default.zarr"
+    run = ours(synthetic_geotiff(work / f"synthetic_{size}.tif", size), model, store, None)
+    attrs = store_attrs(store)
+    shutil.rmtree(store, ignore_errors=True)
+    print(
+        f"peak RSS of gigaseg predict {size}² at the default settings (no options: precision "
+        f"{attrs.get('precision')}, patch {attrs.get('patch')}, batch {attrs.get('batch')}): "
+        f"{run['rss'] / 1e9:.2f} GB, {run['seconds']:.1f} s"
+    )
+
+
+def latency(work: Path, runs: int) -> None:
+    """The latency table: ``gigaseg predict`` 512² and ``gigaseg vectorize`` 1300², defaults."""
     small = synthetic_geotiff(work / "synthetic_512.tif", 512)
     labels = label_raster(work / "labels_1300.tif", 1300)
-    lat_p, lat_v = [], []
-    for _ in range(repeats):
-        lat_p.append(ours(small, model, work / "small.zarr", p)["seconds"])
-        argv = [*GIGASEG, "vectorize", str(labels), "--out", str(work / "v.geojson"),
-                "--overwrite", "--no-progress"]  # fmt: skip
-        lat_v.append(timed(argv)["seconds"])
-    print(f"latency gigaseg predict 512²: median {median(lat_p):.2f} s {lat_p}")
-    print(f"latency gigaseg vectorize 1300² labels: median {median(lat_v):.2f} s {lat_v}")
+    demo = ROOT / "sample" / "model" / "buildings.safetensors"
+    commands = {
+        "gigaseg predict 512² (demo model)": [
+            *GIGASEG, "predict", str(small), "--model", str(demo), "--out",
+            str(work / "small.zarr"), "--overwrite", "--no-progress",
+        ],
+        "gigaseg vectorize 1300² labels": [
+            *GIGASEG, "vectorize", str(labels), "--out", str(work / "v.geojson"),
+            "--overwrite", "--no-progress",
+        ],
+    }  # fmt: skip
+    print()
+    print(f"| latency, {runs} runs, default options | median s | min s | max s | CPU s (median) |")
+    print("|---|---|---|---|---|")
+    for name, argv in commands.items():
+        done = [timed(argv) for _ in range(runs)]
+        wall = [d["seconds"] for d in done]
+        cpu = median([d["cpu"] for d in done])
+        print(f"| {name} | {median(wall):.2f} | {min(wall):.2f} | {max(wall):.2f} | {cpu:.2f} |")
     print(f"load average after: {os.getloadavg()}")
 
 
@@ -242,6 +285,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--latency-only", action="store_true")
+    parser.add_argument("--latency-runs", type=int, default=5)
     parser.add_argument(
         "--monai-crop", type=int, default=2048, help="image side for MONAI's tuning"
     )
@@ -252,15 +297,18 @@ def main() -> None:
     print(f"cpu: {cpu}, {os.cpu_count()} cores; load average {os.getloadavg()}")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_predict_"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.latency_only:
+        latency(work, args.latency_runs)
+        return
     model = make_model(work / "unet16x4.safetensors", 16, 4)
     p = args.precision
     # First use: the autotune measurement (cached afterwards, as for a user's second run).
     warm = synthetic_geotiff(work / "synthetic_4096.tif", 4096)
     first = ours(warm, model, work / "warm.zarr", p)
-    tuning = first["report"].get("patch_tuning") or {}
+    chosen = store_attrs(work / "warm.zarr")
+    tuning = chosen.get("patch_tuning") or {}
     print(f"first run (autotune at first use): {first['seconds']:.1f} s; tuning {tuning}")
-    patch = int(first["report"].get("patch") or 2048)
-    batch = int(first["report"].get("batch") or 1)
+    patch, batch = int(chosen["patch"]), int(chosen["batch"])
     info, _ = describe_model(str(model), loader="pipeline.predict:load_gigaseg")
     assert patch in candidate_patches(2048, info.alignment, int(info.halo or 0))
     crop = synthetic_geotiff(work / f"synthetic_{args.monai_crop}.tif", args.monai_crop)
@@ -283,9 +331,10 @@ def main() -> None:
         shutil.rmtree(work / f"ours_{size}.zarr", ignore_errors=True)
         print(f"  {size}²: ours {o}, MONAI {m}, model-only {f} Mpx/s", flush=True)
     print_table(rows, args.repeats)
+    default_rss(work, model, args.sizes[0])
     if args.no_latency:
         return
-    latency(work, model, p, max(3, args.repeats))
+    latency(work, args.latency_runs)
 
 
 if __name__ == "__main__":
