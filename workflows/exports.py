@@ -183,22 +183,13 @@ def run_export(
             overwrite=overwrite,
         )
     import pipeline
+    from pipeline.vectorize.settings import VectorizeSettings
 
     return pipeline.vectorize(
         str(store),
         str(path),
+        VectorizeSettings(**vectorize.model_dump()),
         format=settings["format"],
-        classes=vectorize.classes,
-        threshold=vectorize.threshold,
-        min_area=vectorize.min_area,
-        fill_holes=vectorize.fill_holes,
-        simplify=vectorize.simplify,
-        regularize=vectorize.regularize,
-        centerlines=vectorize.centerlines,
-        connectivity=vectorize.connectivity,
-        chunk=vectorize.chunk,
-        instances=vectorize.instances,
-        reach=vectorize.reach,
         client=client,
         overwrite=overwrite,
         progress=False,

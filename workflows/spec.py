@@ -43,6 +43,7 @@ from pipeline.settings import (
     default_of,
     help_of,
 )
+from pipeline.vectorize.settings import VectorizeSettings
 from workflows.yamlfile import load_yaml
 
 __all__ = [
@@ -337,33 +338,64 @@ class Output(_Section):
 
 
 class Vectorize(_Section):
-    """Label raster -> polygons (or centre-lines), applied to every export."""
+    """Label raster -> polygons (or centre-lines), applied to every export.
 
-    classes: list[str] | None = Field(None, description="Classes to vectorize; null: all.")
+    Defaults and descriptions come from :class:`pipeline.vectorize.settings.VectorizeSettings`,
+    which the exports are given whole.
+    """
+
+    classes: list[str] | None = Field(
+        default_of(VectorizeSettings, "classes"), description=_doc(VectorizeSettings, "classes")
+    )
     threshold: Annotated[float, Field(ge=0, le=1)] | None = Field(
-        None, description="Re-threshold probabilities; null uses the stored labels."
+        default_of(VectorizeSettings, "threshold"),
+        description=_doc(VectorizeSettings, "threshold"),
     )
     min_area: Annotated[float, Field(ge=0)] = Field(
-        0.0, description="Drop polygons smaller than this (m², or µm² for slides)."
+        default_of(VectorizeSettings, "min_area"),
+        description=_doc(VectorizeSettings, "min_area"),
     )
     fill_holes: Annotated[float, Field(ge=0)] = Field(
-        0.0, description="Fill holes smaller than this area."
+        default_of(VectorizeSettings, "fill_holes"),
+        description=_doc(VectorizeSettings, "fill_holes"),
     )
     simplify: Annotated[float, Field(ge=0)] = Field(
-        0.0, description="Topology-preserving simplification tolerance (map units)."
+        default_of(VectorizeSettings, "simplify"),
+        description=_doc(VectorizeSettings, "simplify"),
     )
-    regularize: bool = Field(False, description="Square building outlines.")
-    centerlines: bool = Field(False, description="Export centre-lines (roads) instead of areas.")
-    connectivity: Literal[4, 8] = Field(4, description="Pixel connectivity of shapes.")
+    regularize: bool = Field(
+        default_of(VectorizeSettings, "regularize"),
+        description=_doc(VectorizeSettings, "regularize"),
+    )
+    centerlines: bool = Field(
+        default_of(VectorizeSettings, "centerlines"),
+        description=_doc(VectorizeSettings, "centerlines"),
+    )
+    connectivity: Literal[4, 8] = Field(
+        default_of(VectorizeSettings, "connectivity"),
+        description=_doc(VectorizeSettings, "connectivity"),
+    )
     chunk: Annotated[int, Field(gt=0)] | None = Field(
-        None, description="Vectorize chunk size; null: the store's tile."
+        default_of(VectorizeSettings, "chunk"), description=_doc(VectorizeSettings, "chunk")
     )
     instances: Literal["boundary", "distance", "none"] | None = Field(
-        None,
-        description="Separate touching objects; null: boundary for boundary-trained models.",
+        default_of(VectorizeSettings, "instances"),
+        description=_doc(VectorizeSettings, "instances"),
     )
     reach: Annotated[float, Field(ge=0)] | None = Field(
-        None, description="Instances: largest marker-to-pixel distance (m/µm); null: 8 px."
+        default_of(VectorizeSettings, "reach"), description=_doc(VectorizeSettings, "reach")
+    )
+    min_separation: Annotated[float, Field(ge=0)] | None = Field(
+        default_of(VectorizeSettings, "min_separation"),
+        description=_doc(VectorizeSettings, "min_separation"),
+    )
+    marker_threshold: Annotated[float, Field(ge=0)] | None = Field(
+        default_of(VectorizeSettings, "marker_threshold"),
+        description=_doc(VectorizeSettings, "marker_threshold"),
+    )
+    min_marker_area: Annotated[float, Field(ge=0)] | None = Field(
+        default_of(VectorizeSettings, "min_marker_area"),
+        description=_doc(VectorizeSettings, "min_marker_area"),
     )
 
 

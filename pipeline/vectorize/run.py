@@ -239,30 +239,15 @@ def _finish_merged(job: Job, geoms: np.ndarray, cls: np.ndarray, px: np.ndarray,
 def vectorize(
     input: str | os.PathLike[str] | np.ndarray,
     out: str | os.PathLike[str],
+    settings: VectorizeSettings | None = None,
     *,
     format: str | None = None,
-    classes: Sequence[str | int] | None = None,
-    threshold: float | None = None,
-    min_area: float = 0.0,
-    fill_holes: float = 0.0,
-    simplify: float = 0.0,
-    regularize: bool = False,
-    centerlines: bool = False,
-    connectivity: int = 4,
-    chunk: int | None = None,
     runner: RunnerSettings | None = None,
     client: Client | None = None,
     overwrite: bool = False,
     progress: bool = True,
     object_type: str = "detection",
-    halo: int = 64,
-    spur_length: float = 10.0,
     crs: str | None = None,
-    instances: str | None = None,
-    reach: float | None = None,
-    min_separation: float | None = None,
-    marker_threshold: float | None = None,
-    min_marker_area: float | None = None,
     **options: Any,
 ) -> VectorizeReport:
     """Vectorize a label raster into one GeoJSON/GeoParquet/GeoPackage/FlatGeobuf/QuPath file.
@@ -274,27 +259,14 @@ def vectorize(
         array), or a 2-D NumPy array.
     out
         Output file; written under a temporary name and renamed when complete.
+    settings
+        What to trace and how to clean it (:class:`~pipeline.vectorize.settings.VectorizeSettings`:
+        classes, threshold, min_area, fill_holes, simplify, regularize, centerlines,
+        connectivity, chunk, instances, reach, min_separation, marker_threshold,
+        min_marker_area, halo, spur_length), passed whole from the CLI or a workflow.
     format
         ``geojson``, ``geojsonseq``, ``geoparquet``, ``gpkg``, ``flatgeobuf`` or ``qupath``;
         default from the extension of ``out``.
-    classes
-        Class names or ids to export (default: every non-background class).
-    threshold
-        For probability rasters: ``p >= threshold`` is class 1.
-    min_area, fill_holes
-        Drop polygons / fill holes smaller than this (m² when georeferenced, µm² for slides,
-        pixels otherwise), measured in a metric frame even for geographic CRSs.
-    simplify
-        Topology-preserving simplification tolerance in working units (map units of a
-        projected CRS, metres for a geographic one, µm for slides).
-    regularize
-        Square building outlines (classes named "building...", else all); adds ``iou_traced``.
-    centerlines
-        Road classes ("road..." names, else all selected) become centre-line LineStrings.
-    connectivity
-        4 or 8, as ``rasterio.features.shapes``.
-    chunk
-        Chunk side in pixels (default: 4096 rounded to the source's blocks).
     runner
         Where the chunk tasks run (:class:`~pipeline.settings.RunnerSettings`: ``workers``,
         ``scheduler``, ``retries``; also accepted by name, e.g. ``workers=0``). By default a
@@ -308,31 +280,13 @@ def vectorize(
         Show a progress bar on stderr.
     object_type
         QuPath ``objectType``: ``detection`` or ``annotation``.
-    halo
-        Context (pixels) around each chunk for road skeletons; wider than the widest road.
-    spur_length
-        Road spurs shorter than this many pixels are pruned.
     crs
         Output CRS for GeoPackage, FlatGeobuf and GeoParquet (any pyproj input: ``EPSG:3857``,
         WKT...); default the source's. GeoJSON is EPSG:4326 by RFC 7946 and QuPath is in
         pixels, so they refuse it.
-    instances
-        Separate touching objects: ``boundary`` (interior / boundary / background models),
-        ``distance`` (plain foreground: distance-transform maxima) or ``none`` (connected
-        components). Default: ``boundary`` when the input has a class named ``boundary``
-        (what ``gigaseg train`` with ``data.boundary`` records), else ``none``. Exact across
-        chunks; see :mod:`pipeline.vectorize.instances`.
-    reach, min_separation, marker_threshold
-        Instance rules in working units (metres, µm for slides, pixels otherwise):
-        the largest distance from a marker to a pixel it takes (and the distance-transform
-        clip), the minimum separation of distance maxima and the smallest distance to the
-        background of a marker. Defaults: 8, 4 and 2 pixels. A separation near the
-        objects' radius avoids extra markers on the ridges of elongated or square shapes.
-    min_marker_area
-        Instances: marker components smaller than this (m², µm² for slides, pixels
-        otherwise) are dropped before they grow, so fragments and noise maxima do not split
-        an object (default: keep all). The halo grows by the marker's pixel count. Objects
-        smaller than ``min_area`` are dropped after separation.
+    **options
+        Any field of ``settings`` or of ``runner`` by name (``min_area=10, workers=0``),
+        applied on top.
 
     Returns
     -------
@@ -340,28 +294,24 @@ def vectorize(
         Counts and timings.
     """
     t0 = time.perf_counter()
-    settings = VectorizeSettings.parse(
-        connectivity=connectivity, min_area=min_area, fill_holes=fill_holes,
-        simplify=simplify, regularize=regularize, centerlines=centerlines,
-    )  # fmt: skip
+    settings, settings_runner = split_options(
+        options, settings or VectorizeSettings(), runner or RunnerSettings()
+    )
     fmt = parse_format(format, Path(out))
-    out_path, source, out_crs = _open_ends(input, out, fmt, crs, overwrite, threshold)
-    side = _default_chunk(source) if chunk is None else int(chunk)
-    if side < 1:
-        raise ConfigError(f"chunk must be a positive number of pixels, got {chunk}")
-    if halo < 0:
-        raise ConfigError(f"halo must be >= 0 pixels, got {halo}")
+    out_path, source, out_crs = _open_ends(input, out, fmt, crs, overwrite, settings.threshold)
+    side = _default_chunk(source) if settings.chunk is None else settings.chunk
     job = replace(
-        _make_job(source, settings, classes, fmt, int(halo), float(spur_length)), crs=out_crs
+        _make_job(source, settings, settings.classes, fmt, settings.halo, settings.spur_length),
+        crs=out_crs,
     )
     rules = instance_rules(
-        source, job, instances, reach, min_separation, marker_threshold, min_marker_area
-    )
+        source, job, settings.instances, settings.reach, settings.min_separation,
+        settings.marker_threshold, settings.min_marker_area,
+    )  # fmt: skip
     if rules is not None:
         job = replace(job, instances=rules)
     grid = plan_chunks(source.shape, side)
     empty = _not_to_read(source, grid, job.context)  # a sparse store's skipped tiles
-    (settings_runner,) = split_options(options, runner or RunnerSettings())
     report = VectorizeReport(
         input=redact(input) if not isinstance(input, np.ndarray) else "<array>",
         output=str(out_path), format=fmt, shape=source.shape, chunk=side, chunks=len(grid),
