@@ -175,15 +175,12 @@ def cpu_seconds() -> float:
 
 
 def _cluster(workers: int) -> tuple[Any, Any]:
-    from distributed import Client, LocalCluster
+    """The LocalCluster vectorize's runner would start (pipeline.runner), kept across repeats."""
+    from distributed import Client
 
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    )
+    from pipeline.runner import local_cluster
+
+    cluster = local_cluster(workers, 1, kind="python", dashboard_address=None)
     return cluster, Client(cluster)
 
 

@@ -1,4 +1,8 @@
-"""One run on a real distributed LocalCluster: same output as the in-process path."""
+"""One run on a real distributed LocalCluster: same output as the in-process path.
+
+The cluster is the one the runner starts (``workers=2``: :func:`pipeline.runner.local_cluster`,
+closed by :func:`pipeline.runner.close_cluster`), so this tests that path as users get it.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,7 @@ import gc
 from pathlib import Path
 
 import pytest
-from distributed import Client, LocalCluster
 
-from pipeline.runner import environ_kept
 from pipeline.vectorize import vectorize
 
 from .helpers import assert_same, blobs, read_parquet, write_geotiff
@@ -21,18 +23,7 @@ from .helpers import assert_same, blobs, read_parquet, write_geotiff
 def test_local_cluster_equals_whole_raster_trace(tmp_path: Path) -> None:
     labels = blobs((96, 80), seed=11, classes=2)
     tif = write_geotiff(tmp_path / "labels.tif", labels, crs=None)
-    with (
-        environ_kept(),  # the nannies write their workers' settings into os.environ
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        report = vectorize(tif, tmp_path / "out.parquet", chunk=24, client=client, progress=False)
+    report = vectorize(tif, tmp_path / "out.parquet", chunk=24, workers=2, progress=False)
     gc.collect()
     assert report.workers == 2
     assert report.chunks == 16 and report.border_pieces > 0
