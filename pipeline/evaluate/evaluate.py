@@ -17,12 +17,11 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
 from affine import Affine
-from pyproj import CRS
 
 from pipeline.errors import InputError
 from pipeline.evaluate.instances import (
@@ -36,8 +35,12 @@ from pipeline.evaluate.objects import ObjectMetrics, match_objects
 from pipeline.evaluate.pixels import PixelCounts
 from pipeline.read import Georef, is_zarr_location, open_source, redact
 from pipeline.read.location import location_suffix
-from pipeline.sample.vectors import VectorLabels, read_vectors
 from pipeline.tile.grid import Window
+
+if TYPE_CHECKING:  # pyproj is imported where a CRS is made, not by `import pipeline`
+    from pyproj import CRS
+
+    from pipeline.sample.vectors import VectorLabels
 
 __all__ = [
     "Evaluation",
@@ -283,6 +286,7 @@ def _working_crs(*candidates: CRS | None, geometries: np.ndarray | None = None) 
     known = next((crs for crs in candidates if crs is not None), None)
     if known is None or geometries is None or not len(geometries):
         return known
+    from pyproj import CRS
     from pyproj.aoi import AreaOfInterest
     from pyproj.database import query_utm_crs_info
 
@@ -333,6 +337,8 @@ def _raster_truth_counts(
 
 def _read_truth(path: str, prop: str | None, value: str | None) -> VectorLabels:
     """Read true geometries, keeping those whose ``prop`` equals ``value`` when given."""
+    from pipeline.sample.vectors import VectorLabels, read_vectors
+
     truth = read_vectors(path, prop=prop)
     if value is None:
         return truth
@@ -346,6 +352,8 @@ def _read_truth(path: str, prop: str | None, value: str | None) -> VectorLabels:
 
 def _predicted_vectors(prediction: str, raster: PredictionRaster | None, kind: str) -> VectorLabels:
     """Read a vector prediction, or trace a (small) raster prediction's class 1."""
+    from pipeline.sample.vectors import VectorLabels, read_vectors
+
     if raster is None:
         return read_vectors(prediction)
     if kind == "roads":
@@ -399,8 +407,12 @@ def _predicted_instances(
     if raster is None:
         from rasterio.features import rasterize
 
+        from pipeline.sample.vectors import read_vectors
+
         vectors = read_vectors(prediction)
         if crs is not None and vectors.crs is not None:
+            from pyproj import CRS
+
             vectors = vectors.to_crs(CRS.from_user_input(crs))
         geoms = [g for g in vectors.geometries if g is not None and not g.is_empty]
         if min_area > 0:

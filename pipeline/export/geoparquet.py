@@ -9,24 +9,35 @@ when the file is opened, so it leaves out the optional ``bbox``.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import shapely
 
 from pipeline.export.base import FileWriter
 from pipeline.export.features import FeatureBatch, Schema
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 __all__ = ["GeoParquetWriter", "arrow_schema", "to_record_batch"]
 
-_ARROW = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}
+# pyarrow is imported where a GeoParquet file is written, not when the writers are listed:
+# it cost every ``gigaseg`` command that never writes one a few tenths of a second.
+_ARROW = {"int": "int64", "float": "float64", "str": "string"}
+
+
+def _arrow_type(kind: str) -> pa.DataType:
+    import pyarrow as pa
+
+    return getattr(pa, _ARROW[kind])()
 
 
 def arrow_schema(schema: Schema, *, geometry_name: str = "geometry") -> pa.Schema:
     """Arrow schema: one column per property, then the WKB geometry."""
-    cols = [pa.field(f.name, _ARROW[f.kind]) for f in schema.fields]
+    import pyarrow as pa
+
+    cols = [pa.field(f.name, _arrow_type(f.kind)) for f in schema.fields]
     cols.append(pa.field(geometry_name, pa.binary(), nullable=False))
     return pa.schema(cols)
 
@@ -35,6 +46,8 @@ def to_record_batch(
     batch: FeatureBatch, schema: Schema, arrow: pa.Schema, *, geometry_name: str = "geometry"
 ) -> pa.RecordBatch:
     """Convert a feature batch to an Arrow record batch (NaN floats become nulls)."""
+    import pyarrow as pa
+
     arrays = []
     for f in schema.fields:
         values = batch.columns[f.name]
@@ -42,7 +55,7 @@ def to_record_batch(
             values = np.asarray(values, float)
             arrays.append(pa.array(values, pa.float64(), mask=~np.isfinite(values)))
         else:
-            arrays.append(pa.array(values.tolist(), _ARROW[f.kind]))
+            arrays.append(pa.array(values.tolist(), _arrow_type(f.kind)))
     arrays.append(pa.array(shapely.to_wkb(batch.geometry).tolist(), pa.binary()))
     del geometry_name
     return pa.RecordBatch.from_arrays(arrays, schema=arrow)
@@ -63,6 +76,8 @@ class GeoParquetWriter(FileWriter):
     qgis_style = True
 
     def _open(self) -> None:
+        import pyarrow.parquet as pq
+
         kinds = {
             "polygon": ["MultiPolygon", "Polygon"],
             "line": ["LineString"],
@@ -78,9 +93,7 @@ class GeoParquetWriter(FileWriter):
         geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
         # in the Arrow schema metadata, where readers (pyarrow, geopandas, GDAL) look for it
         self._arrow = arrow_schema(self.schema).with_metadata({"geo": json.dumps(geo)})
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            str(self.tmp), self._arrow, compression="zstd"
-        )
+        self._writer: Any = pq.ParquetWriter(str(self.tmp), self._arrow, compression="zstd")
 
     def _write(self, batch: FeatureBatch) -> int:
         geoms = shapely.orient_polygons(batch.geometry, exterior_cw=False)

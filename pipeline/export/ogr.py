@@ -13,14 +13,17 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
 import shapely
 
 from pipeline.errors import ConfigError
 from pipeline.export.base import FileWriter
 from pipeline.export.features import FeatureBatch
 from pipeline.export.geoparquet import arrow_schema, to_record_batch
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["OGRWriter"]
 
@@ -34,6 +37,8 @@ class OGRWriter(FileWriter):
     fmt = "gpkg"
 
     def _open(self) -> None:
+        import pyarrow as pa  # here, not at import: most runs never write GPKG/FlatGeobuf
+
         try:
             import pyogrio.raw
         except ImportError:  # pragma: no cover - pyogrio is a dependency
