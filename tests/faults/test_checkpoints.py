@@ -130,6 +130,35 @@ except CheckpointError as exc:
     assert " GB of weights (the file holds " in line and "KB" in line
 
 
+def test_gigaseg_predict_with_a_huge_header_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """The same model through the command line: one line on stderr, exit 1, no store."""
+    path = tmp_path / "m.safetensors"
+    unet.save(unet.UNet(**{**TINY, "in_channels": 3}), path, classes=["x"])
+    rewrite_architecture(path, base=2048, depth=5)
+    image = tmp_path / "a.npy"
+    import numpy as np
+
+    np.save(image, np.zeros((3, 32, 32), np.uint8))
+    store = tmp_path / "out.zarr"
+    code = f"""
+import resource, sys
+from workflows.cli import main
+used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + 2 * 1024**3, resource.RLIM_INFINITY))
+sys.exit(main(["predict", {str(image)!r}, "--model", {str(path)!r}, "--out", {str(store)!r},
+               "--workers", "0", "--no-progress"]))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("gigaseg predict: error: ")
+    assert "weights do not match the header's architecture, which needs" in lines[0]
+    assert not store.exists()
+
+
 def test_a_tensor_outside_the_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "m.safetensors"
     unet.save(unet.UNet(**TINY), path, classes=["x"])

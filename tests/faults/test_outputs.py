@@ -81,6 +81,21 @@ def test_a_glob_collision_names_two_different_inputs(
     assert message.count("x/scene.tif") == 1 and message.count("y/scene.tif") == 1, message
 
 
+def test_the_cli_reports_a_glob_collision_in_one_line_naming_both_inputs(
+    tiny_model: Path,
+    geotiff_factory: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    geotiff_factory("x/scene.tif")
+    geotiff_factory("y/scene.tif")
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(spec(tiny_model, tmp_path / "data" / "*" / "scene.tif")))
+    assert cli(["run", str(path), "--dry-run"]) == 1
+    line = one_error_line(capsys)
+    assert line.count("x/scene.tif") == 1 and line.count("y/scene.tif") == 1, line
+
+
 def test_the_cli_reports_a_dotdot_collision_in_one_line(
     tiny_model: Path,
     geotiff_factory: Callable[..., Path],
