@@ -16,6 +16,10 @@ Usage (run by hand; prints a table)::
 
 ``--memory`` also runs gigaseg once at each given size and reports the peak resident memory of
 the whole process tree (client + workers), sampled every 50 ms.
+
+Each row gives the median wall clock and the median CPU seconds (user + system of the process
+tree), each also as a ratio to the floor's: on a shared machine the CPU ratio moves less. The
+``start-up`` row is the same command on a 256^2 source (one tile): imports, cluster, model load.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -119,10 +124,15 @@ def make_identity(path: Path) -> None:
         )
 
 
-def run_timed(cmd: list[str], *, sample_memory: bool = False) -> tuple[float, int, str]:
-    """Run ``cmd``; return wall seconds, peak RSS of the process tree (bytes) and stdout."""
+def run_timed(cmd: list[str], *, sample_memory: bool = False) -> tuple[float, float, int, str]:
+    """Run ``cmd``; return wall seconds, CPU seconds, peak RSS of the process tree, stdout.
+
+    CPU seconds are user + system of the command and every descendant it waited for (from
+    ``getrusage(RUSAGE_CHILDREN)``): on a shared machine they move less than the wall clock.
+    """
     import psutil
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
@@ -137,9 +147,11 @@ def run_timed(cmd: list[str], *, sample_memory: bool = False) -> tuple[float, in
             time.sleep(0.05)
     out, err = proc.communicate()
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
-    return wall, peak, out
+    return wall, cpu, peak, out
 
 
 def gigaseg(src: Path, model: Path, store: Path, report: Path, *extra: str) -> list[str]:
@@ -194,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
     print(f"CPU: {cpu}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
+    tiny = work / "src256.tif"
+    if not tiny.exists():
+        make_source(tiny, 256)
     rows = []
     for size in sorted(set(args.sizes) | set(args.memory)):
         src = work / f"src{size}.tif"
@@ -202,46 +217,62 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
         mpx = size * size / 1e6
         if size not in args.sizes:
             continue
-        times: dict[str, list[float]] = {"floor": []}
+        times: dict[str, list[tuple[float, float]]] = {"floor": []}
         stages: dict[str, list[dict[str, float]]] = {"floor": []}
         for _ in range(args.repeats):
             for name in args.variants:  # same run, interleaved: ratios side by side
                 store = work / f"o{size}-{name}.zarr"
                 report = work / f"r{size}-{name}.json"
-                wall, _, _ = run_timed(gigaseg(src, model, store, report, *variants[name]))
-                times.setdefault(name, []).append(wall)
+                wall, cpu_s, _, _ = run_timed(gigaseg(src, model, store, report, *variants[name]))
+                times.setdefault(name, []).append((wall, cpu_s))
                 stages.setdefault(name, []).append(json.loads(report.read_text())["seconds"])
             template = work / f"o{size}-{args.variants[0]}.zarr"
             floor = work / f"floor{size}.zarr"
             floor_store(template, floor)
             script = work / "floor.py"
             script.write_text(FLOOR)
-            wall, _, out = run_timed(
+            wall, cpu_s, _, out = run_timed(
                 [sys.executable, str(script), str(src), str(floor), str(args.tile)]
             )
-            times["floor"].append(wall)
+            times["floor"].append((wall, cpu_s))
             stages["floor"].append(json.loads(out.strip().splitlines()[-1]))
-        floor_med = statistics.median(times["floor"])
-        for name, walls in times.items():
-            med = statistics.median(walls)
+            # start-up alone: the same command on a 256^2 source (one tile)
+            report = work / "r256.json"
+            wall, cpu_s, _, _ = run_timed(gigaseg(tiny, model, work / "o256.zarr", report))
+            times.setdefault("start-up", []).append((wall, cpu_s))
+            stages.setdefault("start-up", []).append(json.loads(report.read_text())["seconds"])
+        floor_wall = statistics.median(w for w, _ in times["floor"])
+        floor_cpu = statistics.median(c for _, c in times["floor"])
+        for name, runs in times.items():
+            med = statistics.median(w for w, _ in runs)
+            cpu_med = statistics.median(c for _, c in runs)
             stage = {
                 k: statistics.median(s.get(k, 0.0) for s in stages[name]) for k in stages[name][0]
             }
-            rows.append((size, name, med, mpx / med, floor_med / med, stage))
+            rate = mpx / med if name != "start-up" else 0.0
+            rows.append(
+                (size, name, med, rate, floor_wall / med, cpu_med, floor_cpu / cpu_med, stage)
+            )
     print()
-    head = f"{'size':>6} | {'run':<10} | {'wall s':>7} | {'Mpx/s':>6} | {'vs floor':>8}"
+    head = (
+        f"{'size':>6} | {'run':<10} | {'wall s':>7} | {'Mpx/s':>6} | {'vs floor':>8} | "
+        f"{'CPU s':>6} | {'CPU vs floor':>12}"
+    )
     print(f"{head} | stages (s, summed over tasks)")
-    print("-" * 100)
-    for size, name, med, rate, ratio, stage in rows:
+    print("-" * 120)
+    for size, name, med, rate, ratio, cpu_med, cpu_ratio, stage in rows:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in stage.items() if k != "total")
-        print(f"{size:>6} | {name:<10} | {med:7.2f} | {rate:6.2f} | {ratio:8.2f} | {parts}")
+        print(
+            f"{size:>6} | {name:<10} | {med:7.2f} | {rate:6.2f} | {ratio:8.2f} | "
+            f"{cpu_med:6.2f} | {cpu_ratio:12.2f} | {parts}"
+        )
     if args.memory:
         print()
         print(f"{'size':>6} | {'peak RSS of the process tree (MB)':>34}")
         base = None
         for size in args.memory:
             src = work / f"src{size}.tif"
-            _, peak, _ = run_timed(
+            _, _, peak, _ = run_timed(
                 gigaseg(src, model, work / "mem.zarr", work / "mem.json"), sample_memory=True
             )
             base = base or peak
