@@ -204,9 +204,10 @@ def main() -> int:
             print(f"| {name} | {wall:.1f} | {base / wall:.2f}x | {rss:.2f} | {n} |")
         print()
         stages = ["process", "setup", "trace_wall", "merge_and_lines", "close",
-                  "workers_read", "workers_trace", "workers_finish"]  # fmt: skip
+                  "workers_read", "workers_trace", "workers_finish", "workers_cpu"]  # fmt: skip
         print("stage seconds (median): process = interpreter start, imports and exit; setup ="
-              " cluster start; workers_* = summed over chunks")  # fmt: skip
+              " cluster start; workers_* = summed over chunks (wall, and CPU: less moved by"
+              " the machine's load)")  # fmt: skip
         print("| run | " + " | ".join(stages) + " |")
         print("|---" * (len(stages) + 1) + "|")
         for name, runs in results.items():

@@ -390,7 +390,7 @@ def _trace_chunks(
                 border.append((result.index, result.border))
             lines.extend(result.lines.tolist())
         for k, v in result.seconds.items():
-            stage[k] += v
+            stage[k] = stage.get(k, 0.0) + v
     return border, lines, pieces, markers
 
 
