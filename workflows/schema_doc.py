@@ -223,10 +223,10 @@ def render_defaults() -> str:
     import yaml
 
     required = {name for name, info in Workflow.model_fields.items() if info.is_required()}
-    stand_in = dict.fromkeys(required, "x")
+    stand_in: dict[str, Any] = dict.fromkeys(required, "x")
     stand_in["inputs"] = ["x"]
     values = Workflow.model_validate(stand_in).model_dump(mode="json", exclude=required)
-    body = yaml.safe_dump(values, sort_keys=False, allow_unicode=True, width=100)
+    body = str(yaml.safe_dump(values, sort_keys=False, allow_unicode=True, width=100))
     return _DEFAULTS_HEADER + body
 
 

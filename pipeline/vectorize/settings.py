@@ -201,6 +201,7 @@ class VectorizeSettings:
 
 
 def _positive_int(name: str, value: object, what: str, minimum: int = 1) -> int:
+    number: int
     try:
         number = int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
