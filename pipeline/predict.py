@@ -791,7 +791,7 @@ def _model_call_size(
 
     def default_batch(patch: int) -> int:
         """:data:`DEFAULT_BATCH`, fewer where the call would not fit the memory budget."""
-        window = info.sizes.at_least(patch + 2 * halo) if info.padding == "same" else patch
+        window = info.sizes.at_least(patch + 2 * halo)  # same or valid padding alike
         return max(1, autotune.fit_batch(width, window, DEFAULT_BATCH, precision))
 
     if tiling.patch != "auto":
