@@ -149,8 +149,9 @@ def _on_internal_edge(geometry: np.ndarray, box: tuple[int, int, int, int],
     r0, r1, c0, c1 = box
     height, width = shape
     xmin, ymin, xmax, ymax = shapely.bounds(geometry).T
-    return (((xmin == c0) & (c0 > 0)) | ((ymin == r0) & (r0 > 0))
-            | ((xmax == c1) & (c1 < width)) | ((ymax == r1) & (r1 < height)))  # fmt: skip
+    edge: np.ndarray = ((xmin == c0) & (c0 > 0)) | ((ymin == r0) & (r0 > 0))
+    edge |= ((xmax == c1) & (c1 < width)) | ((ymax == r1) & (r1 < height))
+    return edge
 
 
 def _frame(shape: tuple[int, int], inner: tuple[int, int, int, int]) -> list[tuple[slice, slice]]:
@@ -355,7 +356,7 @@ def join_instances(
     geometry = np.concatenate([p.geometry for _, p in live])
     class_id = np.concatenate([p.class_id for _, p in live])
     pixels = np.concatenate([p.pixels for _, p in live])
-    prob_sum = (np.concatenate([p.prob_sum for _, p in live])  # type: ignore[misc]
+    prob_sum = (np.concatenate([p.prob_sum for _, p in live])
                 if probabilities else None)  # fmt: skip
     marker = np.concatenate([p.marker for _, p in live])
     # the marker piece under each piece's marker pixel (pixel centres are strictly inside)

@@ -262,7 +262,8 @@ def distance_markers(
         peak = ndimage.maximum_filter(distance, footprint=disk(separation), mode="constant")
     else:
         peak = distance
-    return foreground & (distance >= threshold) & (distance >= peak) & (distance > 0)
+    found: np.ndarray = foreground & (distance >= threshold) & (distance >= peak) & (distance > 0)
+    return found
 
 
 def expand_markers(foreground: np.ndarray, markers: np.ndarray, reach: int) -> np.ndarray:
