@@ -4,6 +4,7 @@ to_stored, value for value, in cache-sized blocks."""
 import numpy as np
 import pytest
 
+from pipeline.infer import predictor
 from pipeline.infer.predictor import NonFiniteOutputError, activate, encode_host
 from pipeline.stitch.assemble import to_labels
 from pipeline.store.encoding import to_stored
@@ -30,12 +31,19 @@ def _logits(shape, seed):
     return logits
 
 
+@pytest.fixture(params=[1000, predictor.HOST_BLOCK], ids=["small-blocks", "default-blocks"])
+def block(request, monkeypatch):
+    """Blocks of 1000 pixels (many per image, the last one partial) and the default."""
+    monkeypatch.setattr(predictor, "HOST_BLOCK", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize(
     ("classes", "activation"), [(1, "sigmoid"), (2, "sigmoid"), (3, "softmax"), (7, "softmax")]
 )
 @pytest.mark.parametrize("dtype", ["uint8", "float16", "float32"])
-def test_host_encoding_equals_the_whole_batch_path(classes, activation, dtype):
-    # 3 x 181 x 233 pixels is not a multiple of the block: the last block is partial
+def test_host_encoding_equals_the_whole_batch_path(block, classes, activation, dtype):
+    # 181 x 233 pixels is not a multiple of the block (nor of the block // classes)
     logits = _logits((3, classes, 181, 233), seed=classes)
     if activation == "softmax":
         logits[np.isinf(logits)] = 0.0  # inf - inf is NaN: that case is the error test's
@@ -69,7 +77,7 @@ def test_ties_between_classes_keep_the_first():
 
 
 @pytest.mark.parametrize(("classes", "activation"), [(1, "sigmoid"), (3, "softmax")])
-def test_nan_fails_the_batch_with_the_count_of_the_whole_path(classes, activation):
+def test_nan_fails_the_batch_with_the_count_of_the_whole_path(block, classes, activation):
     logits = _logits((2, classes, 300, 301), seed=9)
     logits[np.isinf(logits)] = 0.0
     logits[0, 0, 5, 7] = np.nan
