@@ -62,7 +62,7 @@ def bound_block_cache() -> int | None:
         return None
     from rasterio.env import set_gdal_config
 
-    set_gdal_config("GDAL_CACHEMAX", BLOCK_CACHE_MB)
+    set_gdal_config("GDAL_CACHEMAX", BLOCK_CACHE_MB * 1024 * 1024)  # an int is bytes here
     return BLOCK_CACHE_MB
 
 
