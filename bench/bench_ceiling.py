@@ -110,6 +110,7 @@ def make_identity(path: Path) -> None:
 
     conv = torch.nn.Conv2d(1, 1, 1)
     conv.weight.data.fill_(1 / 64)
+    assert conv.bias is not None
     conv.bias.data.fill_(-2.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

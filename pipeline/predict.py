@@ -68,7 +68,7 @@ from pipeline.infer.predictor import (
     resolve_device,
     resolve_precision,
 )
-from pipeline.infer.tile import encode_tile
+from pipeline.infer.tile import Submitted, encode_tile
 from pipeline.infer.tta import with_tta
 from pipeline.read.location import location_exists
 from pipeline.read.mask import fill_invalid, invalid_mask
@@ -276,7 +276,7 @@ def run_tile(job: TileJob, source: Source) -> TileResult:
     )
     if job.tta > 1:  # each transform sees the whole window; averaged before encoding
         feed = None
-        submit: Callable[[Any], Future[Any]] = functools.partial(
+        submit: Callable[[Any], Submitted] = functools.partial(
             _encode_tta, predictor, job.tta, job.probabilities, job.threshold
         )
     elif feed is not None:
