@@ -574,7 +574,8 @@ def predict(
     store_path = str(Path(store).absolute())
     if resume and overwrite:
         raise ConfigError("give either --resume or --overwrite, not both")
-    device = resolve_device(inference.device)
+    # an explicit device is checked at once; "auto" waits for the model (see _model_device)
+    device = inference.device if inference.device == "auto" else resolve_device(inference.device)
     if not isinstance(source, (np.ndarray, Source)) and not location_exists(source):
         raise InputError(f"{source} does not exist; check the path")
     if not isinstance(source, (np.ndarray, Source)):
@@ -589,6 +590,14 @@ def predict(
             resume=resume, overwrite=overwrite, verify=verify, progress=progress,
             on_tile=on_tile, started=started,
         )  # fmt: skip
+
+
+def _model_device(info: ModelInfo, requested: str) -> str:
+    """Return the device the model runs on: an ONNX session on the CPU, without asking torch.
+
+    (Importing torch to look for a GPU cost an ONNX run a second of its start-up.)
+    """
+    return "cpu" if info.kind == "onnx" else resolve_device(requested)
 
 
 def _predict_claimed(
@@ -614,6 +623,7 @@ def _predict_claimed(
         source, model, tiling.halo, inference.classes, read, notes, inference.card
     )
     exact = _exactness(info, model_halo)
+    device = _model_device(info, device)
     src, mask, normalizer = _tissue_and_stain(src, read, info, notes)
     grid = TileGrid(
         src.shape[0],
@@ -786,7 +796,7 @@ def _model_call_size(
     if info.fixed_size is not None:
         return _fixed_patch(info, tiling), batch or DEFAULT_BATCH, None
     width = info.extra.get("width")
-    precision = resolve_precision(inference.precision, resolve_device(inference.device))
+    precision = resolve_precision(inference.precision, _model_device(info, inference.device))
     halo = int(info.halo or 0)
 
     def default_batch(patch: int) -> int:

@@ -112,13 +112,13 @@ def resolve_device(device: str) -> str:
 
 def resolve_precision(precision: str, device: str) -> str:
     """Turn ``"auto"`` into bf16 where the hardware runs it natively, fp32 otherwise."""
-    import torch
-
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
     if device.startswith("cuda"):
+        import torch  # only a GPU needs it asked (a CPU says so in /proc/cpuinfo)
+
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_supports_bf16() else "fp32"
 

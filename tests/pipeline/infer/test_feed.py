@@ -268,3 +268,20 @@ def test_an_onnx_model_encoded_by_the_readers_gives_the_whole_batch_store(tmp_pa
         assert np.array_equal(probabilities, expected[0][0]), prefetch
         assert np.array_equal(labels, expected[1][0]), prefetch
         assert report.seconds["encode"] > 0.0  # the readers encoded, not the model thread
+
+
+def test_an_onnx_run_on_the_cpu_never_imports_torch(tmp_path):
+    import subprocess
+    import sys
+
+    model = _onnx_pointwise(tmp_path / "m.onnx", 1)
+    path = write_geotiff(tmp_path / "in.tif", np.zeros((1, 64, 64), np.uint8))
+    script = (
+        "import sys; from pipeline.predict import predict; "
+        f"predict({str(path)!r}, {str(model)!r}, {str(tmp_path / 'o.zarr')!r}, halo=0, "
+        "workers=0, progress=False); print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.split()[-1] == "False"  # a second of start-up it does not need
