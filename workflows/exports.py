@@ -16,6 +16,7 @@ from typing import Any
 from workflows.spec import Export, Vectorize
 
 __all__ = [
+    "VECTOR_NOT_SHAPING",
     "VECTOR_SHAPING",
     "export_settings",
     "file_stamp",
@@ -27,19 +28,13 @@ __all__ = [
     "write_record",
 ]
 
+#: ``vectorize`` settings that do not change a vector export's content (the chunked result
+#: is exact whatever the chunk size). Every other ``vectorize`` setting shapes it, including
+#: any added later: a setting missing from a list of shaping keys would let ``--resume`` keep
+#: a stale file.
+VECTOR_NOT_SHAPING = ("chunk",)
 #: The ``vectorize`` settings that change a vector export's content.
-VECTOR_SHAPING = (
-    "classes",
-    "threshold",
-    "min_area",
-    "fill_holes",
-    "simplify",
-    "regularize",
-    "centerlines",
-    "connectivity",
-    "instances",
-    "reach",
-)
+VECTOR_SHAPING = tuple(name for name in Vectorize.model_fields if name not in VECTOR_NOT_SHAPING)
 
 
 def export_settings(fmt: str, export: Export, vectorize: Vectorize) -> dict[str, Any]:

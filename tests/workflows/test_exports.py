@@ -117,3 +117,29 @@ def test_resume_with_another_threshold_is_refused_naming_it(
             stream=io.StringIO(),
             overrides={"inference": {"threshold": 0.7}},
         )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("min_separation", 6.0), ("marker_threshold", 3.0), ("min_marker_area", 25.0)],
+)
+def test_every_vectorize_setting_but_chunk_makes_a_vector_export_stale(
+    key: str, value: float, tmp_path: Path
+) -> None:
+    from workflows.exports import export_settings, file_stamp, stale_reason
+    from workflows.spec import Export, Vectorize
+
+    path = tmp_path / "a.gpkg"
+    path.write_bytes(b"made before")
+    export = Export(path=str(path))
+    store = {"run_id": "r1", "completed_at": "t1"}
+    before = export_settings("gpkg", export, Vectorize(instances="distance"))
+    previous = {"settings": before, "store": store, "file": file_stamp(path)}
+    assert stale_reason(path, store, before, previous) is None
+    changed = export_settings("gpkg", export, Vectorize(instances="distance", **{key: value}))
+    assert stale_reason(path, store, changed, previous) == (
+        f"settings changed: {key} None -> {value!r}"
+    )
+    # the chunk size does not change the (exact) result: not a reason to rebuild
+    rechunked = export_settings("gpkg", export, Vectorize(instances="distance", chunk=64))
+    assert stale_reason(path, store, rechunked, previous) is None
