@@ -38,7 +38,11 @@ def is_slide(location: Any) -> bool:
 
 
 def _is_vendor_slide(path: str) -> bool:
-    """Tell a vendor slide OpenSlide knows, or an OME-TIFF (levels in SubIFDs or series)."""
+    """Tell a slide: a vendor format OpenSlide knows, an OME-TIFF, or a plain pyramid.
+
+    OME-TIFF levels may be SubIFDs or series; a plain pyramid is a TIFF without
+    georeferencing whose reduced levels are SubIFDs or reduced-resolution pages.
+    """
     if path.lower().endswith((".ome.tif", ".ome.tiff", ".ome.btf")):
         return True
     if path.lower().endswith((".tif", ".tiff", ".btf")):
@@ -46,7 +50,7 @@ def _is_vendor_slide(path: str) -> bool:
 
         try:
             with tifffile.TiffFile(path) as tif:
-                if tif.is_ome:
+                if tif.is_ome or _is_plain_pyramid(tif):
                     return True
         except Exception:  # not a TIFF tifffile reads: let rasterio judge it
             return False
@@ -56,6 +60,20 @@ def _is_vendor_slide(path: str) -> bool:
         return False
     vendor = openslide.OpenSlide.detect_format(path)
     return vendor not in (None, "generic-tiff")
+
+
+def _is_plain_pyramid(tif: Any) -> bool:
+    """Tell a generic pyramidal slide (libvips, QuPath, NDPI-like exports).
+
+    That is a TIFF without georeferencing whose reduced levels are SubIFDs (which GDAL never
+    writes), or a tiled one whose second page is marked reduced-resolution.
+    """
+    page = tif.pages.first
+    if page.is_geotiff:
+        return False
+    if page.subifds:  # GDAL never writes SubIFDs
+        return True
+    return page.is_tiled and len(tif.pages) > 1 and bool(int(tif.pages[1].subfiletype) & 1)
 
 
 def open_source(

@@ -128,6 +128,49 @@ def ome_physical_size(xml: str | None) -> tuple[float, float] | None:
     return sizes[0], sizes[1]
 
 
+def _yx_shape(shape: tuple[int, ...], axes: str) -> tuple[int, int]:
+    """Rows and columns of a series shape with ``axes`` (``YXS``, ``CYX`` or ``YX``)."""
+    return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
+
+
+def native_levels(slide: Any) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Return the pyramid of a tiffslide slide: ``(series, level)``, ``(rows, cols)`` per level.
+
+    tifffile gives SVS, NDPI and OME SubIFD pyramids as the levels of one series, but a
+    generic pyramidal TIFF (reduced-resolution pages or SubIFDs, as libvips and QuPath write
+    them) and an OME-TIFF with one level per image as separate series, which tiffslide would
+    drop. When the main series has one level, the following series with the same axes, dtype
+    and channels, each smaller on both axes than the last level, are its levels if they are
+    marked reduced-resolution (``NewSubfileType`` bit 0), or if their aspect ratio is the main
+    one's within 2 % (labels and macro images are not).
+    """
+    tiff = slide.ts_tifffile
+    main = int(slide.properties.get("tiffslide.series-index", 0))
+    first = tiff.series[main]
+    axes = first.axes
+    levels = [(main, i) for i in range(len(first.levels))]
+    dims = [_yx_shape(level.shape, axes) for level in first.levels]
+    if len(first.levels) > 1 or axes not in ("YXS", "CYX", "YX"):
+        return levels, dims
+    height0, width0 = dims[0]
+    channels = [n for n, a in zip(first.shape, axes, strict=True) if a not in "YX"]
+    for index, series in enumerate(tiff.series):
+        if index <= main or series.axes != axes or series.dtype != first.dtype:
+            continue
+        if [n for n, a in zip(series.shape, axes, strict=True) if a not in "YX"] != channels:
+            continue
+        height, width = _yx_shape(series.shape, axes)
+        if not (height < dims[-1][0] and width < dims[-1][1]):
+            continue
+        page = series.keyframe
+        reduced = bool(int(getattr(page, "subfiletype", 0)) & 1)
+        aspect = (height0 / height) / (width0 / width)
+        if reduced or abs(aspect - 1) <= 0.02:
+            levels.append((index, 0))
+            dims.append((height, width))
+    return levels, dims
+
+
 def choose_level(
     level_mpp: list[float], target: float, tolerance: float = LEVEL_TOLERANCE
 ) -> tuple[int, float]:
@@ -212,7 +255,13 @@ class SlideSource(Source):
         if level is not None and mpp is not None:
             raise ConfigError("give either --level or --mpp for a slide, not both")
         slide = self._slide()
-        dims = [(int(h), int(w)) for w, h in slide.level_dimensions]
+        # tiffslide: (series, level) of each pyramid level, with reduced-resolution series
+        # (generic pyramidal TIFF, OME levels as series) joined to the main one
+        self._levels: list[tuple[int, int]] = []
+        if self.backend == "tiffslide":
+            self._levels, dims = native_levels(slide)
+        else:
+            dims = [(int(h), int(w)) for w, h in slide.level_dimensions]
         self.level_shapes = dims
         self.mpp0_yx = self._recorded_mpp(slide, source_mpp)
         self.mpp0 = None if self.mpp0_yx is None else self.mpp0_yx[1]
@@ -240,6 +289,9 @@ class SlideSource(Source):
         self.level_shape = (lh, lw)
         self.shape = (int(lh / self.factor), int(lw / self.factor))
         count, dtype = self._layout()
+        if bands is None and self._has_alpha(count):
+            bands = [1, 2, 3]
+            self.notes.append(f"{self.path} is RGBA: reading its RGB bands (alpha dropped)")
         self.bands = parse_bands(bands, count, self.name)
         self.dtype = np.dtype(dtype)
         self.level_native = self.backend == "tiffslide" or all(
@@ -306,7 +358,7 @@ class SlideSource(Source):
                 "through resampling; use slide_backend='openslide'"
             )
         axes = slide.properties["tiffslide.series-axes"]
-        array = slide.zarr_group[str(self.level)]
+        array = self._level_array(slide, self.level)
         if axes == "YXS":
             return int(array.shape[2]), np.dtype(array.dtype)
         if axes == "CYX":
@@ -314,6 +366,15 @@ class SlideSource(Source):
         if axes == "YX":
             return 1, np.dtype(array.dtype)
         raise InputError(f"{self.path} has image axes {axes!r}; gigaseg reads YXS, CYX or YX")
+
+    def _has_alpha(self, count: int) -> bool:
+        """Whether a 4-sample RGB level carries an alpha channel (TIFF ``ExtraSamples``)."""
+        if self.backend != "tiffslide" or count != 4:
+            return False
+        series, _ = self._levels[self.level]
+        page = self._slide().ts_tifffile.series[series].keyframe
+        extras = tuple(int(v) for v in (getattr(page, "extrasamples", None) or ()))
+        return int(page.photometric) == 2 and any(v in (1, 2) for v in extras)
 
     # ----------------------------------------------------------------------------------
     # Reading
@@ -338,10 +399,23 @@ class SlideSource(Source):
             reason = " ".join(str(exc).split())
             raise InputError(f"{self.path}: cannot read region {window} ({reason})") from None
 
+    def _level_array(self, slide: Any, level: int) -> Any:
+        """Return the Zarr array of ``level`` (tiffslide's group, or a joined series)."""
+        series, index = self._levels[level]
+        if series == int(slide.properties.get("tiffslide.series-index", 0)):
+            return slide.zarr_group[str(index)]
+        cache = slide.__dict__.setdefault("_gigaseg_level_arrays", {})
+        if (series, index) not in cache:
+            import zarr
+
+            store = slide.ts_tifffile.series[series].aszarr(level=index)
+            cache[series, index] = zarr.open_array(store, mode="r")
+        return cache[series, index]
+
     def _read_native(
         self, slide: Any, window: Window, level: int, step: int = 1
     ) -> npt.NDArray[Any]:
-        array = slide.zarr_group[str(level)]
+        array = self._level_array(slide, level)
         rows = slice(window.row_off, window.row_stop, step)
         cols = slice(window.col_off, window.col_stop, step)
         axes = slide.properties["tiffslide.series-axes"]

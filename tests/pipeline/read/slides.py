@@ -150,3 +150,58 @@ def real_aperio_pyramid(path: Path, *, levels: int = 3) -> Path:
     with tifffile.TiffFile(SVS) as tiff:
         image = tiff.series[0].levels[0].asarray()
     return write_svs(path, image, levels=levels, tile=240, compression="jpeg")
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(rows, cols, channels)`` resized per channel (bilinear) to ``height x width``."""
+    planes = [
+        np.asarray(Image.fromarray(image[..., c]).resize((width, height), Image.BILINEAR))
+        for c in range(image.shape[2])
+    ]
+    return np.stack(planes, axis=-1)
+
+
+def write_generic(
+    path: Path,
+    image: np.ndarray,
+    sizes: list[tuple[int, int]],
+    *,
+    subifds: bool = False,
+    tile: int | None = 64,
+    compression: str | None = None,
+    extrasamples: list[int] | None = None,
+) -> Path:
+    """A generic pyramidal TIFF (no vendor or OME metadata, no georeferencing), as libvips
+    and QuPath write them: reduced levels of ``sizes[1:]`` as pages marked reduced-resolution,
+    or as SubIFDs of level 0; tiled (JPEG gives YCbCr) or striped (``tile=None``)."""
+    options: dict[str, object] = {"photometric": "rgb", "metadata": None}
+    options["compression"] = compression
+    options["extrasamples"] = extrasamples
+    if tile is None:
+        options["rowsperstrip"] = 16
+    else:
+        options["tile"] = (tile, tile)
+    with tifffile.TiffWriter(path) as tiff:
+        tiff.write(image, subifds=len(sizes) - 1 if subifds else None, **options)
+        for height, width in sizes[1:]:
+            tiff.write(resize(image, height, width), subfiletype=1, **options)
+    return path
+
+
+def write_ome_series(
+    path: Path, image: np.ndarray, sizes: list[tuple[int, int]], *, mpp: float = 0.25
+) -> Path:
+    """An OME-TIFF with each level of ``sizes`` its own image (series), then a label image."""
+    with tifffile.TiffWriter(path, ome=True) as tiff:
+        for i, (height, width) in enumerate(sizes):
+            level = image if i == 0 else resize(image, height, width)
+            metadata = {
+                "axes": "YXS",
+                "PhysicalSizeX": mpp * image.shape[1] / width,
+                "PhysicalSizeY": mpp * image.shape[0] / height,
+                "Name": f"level {i}",
+            }
+            tiff.write(level, tile=(64, 64), photometric="rgb", metadata=metadata)
+        label = textured(90, 300, seed=9)  # a wide label image: not a level
+        tiff.write(label, photometric="rgb", metadata={"axes": "YXS", "Name": "label"})
+    return path

@@ -12,7 +12,13 @@ from pipeline.read.georef import Georef
 from pipeline.read.slide import choose_level, ome_physical_size
 from pipeline.tile import Window
 from pipeline.vectorize.georef import Frame
-from tests.pipeline.read.slides import textured, write_ome, write_svs
+from tests.pipeline.read.slides import (
+    textured,
+    write_generic,
+    write_ome,
+    write_ome_series,
+    write_svs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +119,51 @@ def test_choose_level_tolerance_and_resampling():
     assert choose_level([0.25, 0.5], 0.5 * 1.5) == (1, 1.5)
     with pytest.raises(ConfigError, match="finer than"):
         choose_level([0.5, 1.0], 0.2)
+
+
+# generic pyramids: levels that tifffile gives as separate series (issue 10)
+GENERIC_SIZES = [(333, 401), (166, 133), (80, 61), (39, 29)]  # dy != dx, fractional
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"subifds": False, "compression": "jpeg"},  # reduced pages, JPEG YCbCr tiles
+        {"subifds": True},  # SubIFDs, tiled
+        {"subifds": True, "tile": None},  # SubIFDs, striped
+    ],
+)
+def test_generic_pyramid_levels_are_found_and_read_natively(tmp_path, layout):
+    path = write_generic(tmp_path / "g.tif", textured(333, 401, seed=6), GENERIC_SIZES, **layout)
+    source = open_source(path)  # no --level: a pyramid without georeferencing is a slide
+    assert isinstance(source, SlideSource) and source.level_shapes == GENERIC_SIZES
+    with tifffile.TiffFile(path) as tiff:
+        truths = [np.moveaxis(series.asarray(), -1, 0) for series in tiff.series]
+    for level in (1, 3):
+        source = open_source(path, level=level)
+        truth = truths[level]
+        assert np.array_equal(source.read(Window(0, 0, *source.shape)), truth)
+        assert np.array_equal(source.read(Window(5, 3, 11, 17)), truth[:, 5:16, 3:20])
+        dx, dy = source.georef.downsample
+        assert (dy, dx) == (333 / truth.shape[1], 401 / truth.shape[2])
+
+
+def test_ome_levels_as_series_skip_the_label(tmp_path):
+    sizes = [(301, 403), (150, 201), (75, 100)]
+    path = write_ome_series(tmp_path / "s.ome.tif", textured(301, 403, seed=2), sizes)
+    source = open_source(path, level=2)
+    assert source.level_shapes == sizes and source.mpp0_yx == pytest.approx((0.25, 0.25))
+    with tifffile.TiffFile(path) as tiff:
+        truth = np.moveaxis(tiff.series[2].asarray(), -1, 0)
+    assert np.array_equal(source.read(Window(7, 9, 30, 41)), truth[:, 7:37, 9:50])
+    assert open_source(path, mpp=0.5).level == 1
+
+
+def test_rgba_slide_reads_rgb(tmp_path):
+    image = np.concatenate([textured(130, 150), np.full((130, 150, 1), 255, np.uint8)], -1)
+    path = write_generic(tmp_path / "a.tif", image, [(130, 150), (65, 75)], extrasamples=[2])
+    source = open_source(path, level=1)
+    assert source.count == 3 and "RGBA" in source.notes[0]
+    with tifffile.TiffFile(path) as tiff:
+        truth = np.moveaxis(tiff.pages[1].asarray(), -1, 0)[:3]
+    assert np.array_equal(source.read(Window(0, 0, 65, 75)), truth)
