@@ -333,12 +333,47 @@ def _create_layout(
         data[axis] = coord
     wkt = None if grid_mapping is None else grid_mapping["crs_wkt"]
     for name, array in data.items():
-        _write_v2_sidecar(store / name, array, crs_wkt=None if name in coords else wkt)
+        _write_v2_sidecar(
+            store / name,
+            array,
+            crs_wkt=None if name in coords else wkt,
+            nodata=_gdal_nodata(name, probabilities, attrs),
+        )
     consolidate(store)
 
 
-def _write_v2_sidecar(path: Path, array: Any, *, crs_wkt: str | None) -> None:
-    """Describe the array's chunk files as Zarr v2 too (``.zarray`` + ``.zattrs``) for GDAL."""
+def _gdal_nodata(name: str, probabilities: str, attrs: Mapping[str, Any]) -> int | str | None:
+    """Return the Zarr v2 ``fill_value`` GDAL is to see for an array: its nodata value.
+
+    GDAL's Zarr driver reports ``fill_value`` as the band's nodata, so the v3 fill (0) would
+    make background (label 0) and zero probabilities nodata, and QGIS would draw them
+    transparent. GDAL gets the store's own nodata instead: ``labels_nodata`` (255) for the
+    labels, NaN for float probabilities, none for uint8 probabilities (0 is a probability)
+    and the coordinates. Chunks of skipped tiles, never written, read as that nodata in GDAL
+    (as in ``gigaseg export``); v3 readers keep reading the v3 fill.
+
+    Examples
+    --------
+    >>> _gdal_nodata("labels", "uint8", {"labels_nodata": 255})
+    255
+    >>> _gdal_nodata("probabilities", "float16", {}), _gdal_nodata("probabilities", "uint8", {})
+    ('NaN', None)
+    """
+    if name == LABELS:
+        nodata = attrs.get("labels_nodata")
+        return None if nodata is None else int(nodata)
+    if name == PROBABILITIES and np.dtype(probabilities).kind == "f":
+        return "NaN"
+    return None
+
+
+def _write_v2_sidecar(
+    path: Path, array: Any, *, crs_wkt: str | None, nodata: int | str | None = None
+) -> None:
+    """Describe the array's chunk files as Zarr v2 too (``.zarray`` + ``.zattrs``) for GDAL.
+
+    ``nodata`` is the v2 ``fill_value`` (see :func:`_gdal_nodata`).
+    """
     dtype = np.dtype(array.dtype)
     compressed = any(type(c).__name__ == "ZstdCodec" for c in array.compressors)
     zarray = {
@@ -347,7 +382,7 @@ def _write_v2_sidecar(path: Path, array: Any, *, crs_wkt: str | None) -> None:
         "chunks": list(array.chunks),
         "dtype": dtype.str,
         "compressor": {"id": "zstd", "level": _ZSTD_LEVEL} if compressed else None,
-        "fill_value": 0,
+        "fill_value": nodata,
         "order": "C",
         "filters": None,
         "dimension_separator": "/",

@@ -129,3 +129,17 @@ def test_cli_exports_and_reports_errors_in_one_line(store, tmp_path):
         f"gigaseg export: error: class 'nope' is not in {store} (classes: building); "
         "pass a listed name"
     ]
+
+
+def test_gdal_reads_the_store_labels_as_the_export_writes_them(store, tmp_path):
+    """GDAL on the store itself: skipped tiles are nodata (255), as in the COG export."""
+    out = tmp_path / "mask.tif"
+    export_raster(store, out)
+    with rasterio.open(f'ZARR:"{store / "labels"}"') as zarr, rasterio.open(out) as cog:
+        assert zarr.nodata == cog.nodata == 255
+        assert zarr.crs == cog.crs
+        # GDAL derives a Zarr transform from the x/y pixel centres ((last - first) / (n - 1)):
+        # Landsat's 300.0379... m pixels come back within float rounding, not bit for bit
+        assert zarr.transform.almost_equals(cog.transform, precision=1e-9)
+        np.testing.assert_array_equal(zarr.read(1), cog.read(1))
+        np.testing.assert_array_equal(zarr.read_masks(1), cog.read_masks(1))

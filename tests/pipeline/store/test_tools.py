@@ -14,7 +14,7 @@ import rasterio
 
 import pipeline.store
 from pipeline.predict import predict
-from pipeline.store import cf, encoding, layout, pyramid, resume
+from pipeline.store import cf, encoding, layout, pyramid, resume, zarr_store
 from tests.pipeline.tinynet import TinyUNet, save_torchscript
 
 ROOT = Path(__file__).parents[3]
@@ -32,8 +32,9 @@ def stores(tmp_path_factory):
     three = save_torchscript(TinyUNet(classes=3, seed=4), folder / "three.pt")
     options = {"workers": 0, "progress": False, "precision": "fp32", "tile": 256}
     predict(SAMPLE, one_band, folder / "sample.zarr", **options)
+    predict(SAMPLE, one_band, folder / "half.zarr", probabilities="float16", **options)
     predict(SLIDE, three, folder / "slide.zarr", mpp=0.499 * 8, **{**options, "tile": 128})
-    return {"sample": folder / "sample.zarr", "slide": folder / "slide.zarr"}
+    return {n: folder / f"{n}.zarr" for n in ("sample", "half", "slide")}
 
 
 def _raw(store, name):
@@ -79,6 +80,23 @@ def test_gdal_reads_labels_and_probabilities_with_the_georeference(stores):
                                       _raw(stores["sample"], name))  # fmt: skip
 
 
+def test_gdal_sees_the_store_nodata_not_the_zarr_fill(stores):
+    """Background (label 0) and p = 0 are data in GDAL (QGIS draws them); 255 / NaN are not."""
+    labels = _raw(stores["sample"], "labels")
+    assert (labels == 0).any()
+    with rasterio.open(f'ZARR:"{stores["sample"] / "labels"}"') as ds:
+        assert ds.nodata == 255
+        assert (ds.read_masks(1)[labels == 0] == 255).all()
+    with rasterio.open(f'ZARR:"{stores["sample"] / "probabilities"}"') as ds:
+        assert ds.nodata is None  # uint8 p*255: 0 is a probability
+    half = _raw(stores["half"], "probabilities")
+    with rasterio.open(f'ZARR:"{stores["half"] / "probabilities"}"') as ds:
+        assert np.isnan(ds.nodata)
+        values = ds.read()
+    assert values.dtype == np.float32  # GDAL 3.10 reads Zarr v2 float16 as float32
+    np.testing.assert_array_equal(values.reshape(half.shape), half.astype(np.float32))
+
+
 def test_gdal_reads_a_multi_class_probability_array(stores):
     stored = _raw(stores["slide"], "probabilities")
     assert stored.shape[0] == 3
@@ -122,6 +140,6 @@ def test_pyramid_is_written_for_slides_only_and_metadata_is_consolidated(stores)
     assert members["x"]["attributes"]["units"] == "um"
 
 
-@pytest.mark.parametrize("module", [cf, encoding, layout, pyramid, resume])
+@pytest.mark.parametrize("module", [cf, encoding, layout, pyramid, resume, zarr_store])
 def test_doctests(module):
     assert doctest.testmod(module).failed == 0
