@@ -198,11 +198,9 @@ def expand_remote(pattern: str) -> list[str]:
     pipeline.errors.InputError
         The bucket cannot be listed (no boto3, no access); the message says what to do.
     """
-    import fnmatch
-
     from pipeline.errors import InputError
 
-    if not (_GLOB & set(pattern)):
+    if not (_GLOB & set(_path_part(pattern))):  # a URL's query string is not a glob
         return [pattern]
     text = pattern[len("/vsis3/") :] if pattern.startswith("/vsis3/") else pattern
     if not text.startswith("s3://") and not pattern.startswith("/vsis3/"):
@@ -223,8 +221,54 @@ def expand_remote(pattern: str) -> list[str]:
         reason = redact_text(" ".join(str(exc).split()))
         raise InputError(f"cannot list s3://{bucket}/{prefix} ({reason})") from None
     scheme = "/vsis3/" if pattern.startswith("/vsis3/") else "s3://"
-    matched = [key for key in sorted(keys) if fnmatch.fnmatchcase(key, key_pattern)]
+    matcher = _key_glob(key_pattern)
+    matched = [key for key in sorted(keys) if matcher.fullmatch(key)]
     return [f"{scheme}{bucket}/{key}" for key in matched]
+
+
+def _key_glob(pattern: str) -> re.Pattern[str]:
+    """Compile a bucket-key glob with the local ``glob`` rules.
+
+    ``*``, ``?`` and ``[...]`` stay within one folder (``scenes/*.tif`` does not match
+    ``scenes/old/x.tif``); ``**/`` spans any number of folders, ``**`` anything.
+    """
+    import fnmatch
+
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            # fnmatch translates a class exactly ("[!a]" -> "[^a]"); strip its anchors
+            out.append(fnmatch.translate(pattern[i : end + 1])[4:-3])
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def _path_part(location: str) -> str:
+    """Return the path of a URL (``/vsicurl/`` dropped, query and fragment ignored).
+
+    ``/vsi*/`` paths other than ``/vsicurl/https://...`` are returned as they are.
+    """
+    text = location[len("/vsicurl/") :] if location.startswith("/vsicurl/") else location
+    if "://" in text:
+        parts = urlsplit(text)
+        return parts.netloc + parts.path
+    return location
 
 
 def _s3_client() -> Any:

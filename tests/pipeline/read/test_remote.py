@@ -68,16 +68,31 @@ def test_s3_and_vsis3_equal_the_local_file(s3_server, scene):
 
 
 def test_s3_glob_lists_the_bucket(s3_server, scene):
-    for key in ("x/one.tif", "x/two.tif", "x/notes.txt", "y/three.tif"):
+    for key in ("x/one.tif", "x/two.tif", "x/notes.txt", "x/old/four.tif", "y/three.tif"):
         s3_server.put("list-bucket", key, scene)
+    # the local glob rules: "*" stays in its folder, "**/" spans folders
     assert expand_remote("s3://list-bucket/x/*.tif") == [
         "s3://list-bucket/x/one.tif",
         "s3://list-bucket/x/two.tif",
     ]
+    assert expand_remote("/vsis3/list-bucket/x/**/*.tif") == [
+        "/vsis3/list-bucket/x/old/four.tif",
+        "/vsis3/list-bucket/x/one.tif",
+        "/vsis3/list-bucket/x/two.tif",
+    ]
+    assert expand_remote("s3://list-bucket/x/[!o]*.tif") == ["s3://list-bucket/x/two.tif"]
     assert expand_remote("s3://list-bucket/z/*.tif") == []
     assert expand_remote("https://h/x.tif") == ["https://h/x.tif"]
     with pytest.raises(InputError, match="only s3:// prefixes can be listed"):
         expand_remote("https://h/*.tif")
+
+
+def test_a_signed_url_query_is_not_a_glob():
+    signed = "https://h/x.tif?X-Amz-Signature=abc&X-Amz-Credential=k%2F1"
+    assert expand_remote(signed) == [signed]
+    assert expand_remote("/vsicurl/" + signed) == ["/vsicurl/" + signed]
+    with pytest.raises(InputError, match="only s3:// prefixes can be listed"):
+        expand_remote("https://h/*.tif?X-Amz-Signature=abc")
 
 
 def _corrupt_block(path, row, col):
