@@ -5,8 +5,9 @@ can be observed: change one input pixel and see how far the output changes. The 
 on a deterministic random input (so ReLUs are not all off), perturbs the centre pixel both
 ways, and takes the largest Chebyshev distance of a changed output pixel as the radius. The
 halo is that radius rounded up to the model's alignment, like the halo of a gigaseg U-Net.
-A probe that reaches the border of its input is repeated on a larger input (dynamic models)
-or reported as a lower bound (fixed-size models).
+A probe that reaches the border of its input is repeated on inputs twice as large (dynamic
+models), up to a limit beyond which the model is refused as having no local receptive field
+(instance normalisation, attention), or reported as a lower bound (fixed-size models).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from pipeline.errors import ConfigError
 
 __all__ = ["HaloMeasurement", "measure_halo"]
 
@@ -69,7 +72,13 @@ def _radius(
             off = (size - changed.shape[0]) // 2  # valid models: output shrinks symmetrically
             reach = max(np.abs(rows + off - centre).max(), np.abs(cols + off - centre).max())
             radius = max(radius, int(reach))
+        if _reaches_border(radius, size):
+            break  # a larger probe is needed anyway: the other phases cannot tell more
     return radius
+
+
+def _reaches_border(radius: int, size: int) -> bool:
+    return radius >= size // 2 - 1
 
 
 def measure_halo(
@@ -103,18 +112,32 @@ def measure_halo(
     -------
     HaloMeasurement
         Radius, halo, probe size and whether the probe was too small to see it all.
+
+    Raises
+    ------
+    ConfigError
+        A model of any size whose output still changes at the border of the largest probe
+        (``limit``): it has no local receptive field, so no halo is exact.
     """
     sizes = [fixed_size] if fixed_size else []
     size = -(-max(start, 4 * alignment) // alignment) * alignment
-    while not sizes and size <= limit:
+    while not fixed_size and size <= limit:  # doubling probes until one holds the field
         sizes.append(size)
         size *= 2
     radius, probe, bounded = 0, sizes[0], True
     for probe in sizes:
         radius = _radius(forward, channels, probe, alignment)
-        bounded = radius >= probe // 2 - 1
+        bounded = _reaches_border(radius, probe)
         if not bounded:
             break
+    if bounded and not fixed_size:
+        raise ConfigError(
+            f"model {model}: halo: measure found no edge to its receptive field: one changed "
+            f"input pixel changes the output up to the border of every probe up to {probe}px "
+            "(instance/global normalisation or attention makes every output depend on the "
+            "whole input), so no halo makes tiles equal the whole image; give halo: N in its "
+            "model card (or --halo N) to run it with that much context"
+        )
     halo = -(-radius // alignment) * alignment
     result = HaloMeasurement(radius, halo, probe, bounded)
     _LOG.warning("%s", result.describe(model))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.errors import ConfigError
 from pipeline.infer import predict_tile, reference_predict
 from pipeline.infer.measure import measure_halo
 from pipeline.read.array import ArraySource
@@ -52,3 +53,31 @@ def test_a_probe_too_small_for_the_field_is_a_lower_bound():
     measured = measure_halo(_forward(net), channels=1, alignment=8, fixed_size=32)
     assert measured.lower_bound and measured.probe_size == 32
     assert "at least" in measured.describe("m")
+
+
+def _box_filter(radius):
+    """A model of any size whose receptive-field radius is ``radius`` (a box mean)."""
+    from scipy import ndimage
+
+    def forward(batch):
+        size = (1, 1, 2 * radius + 1, 2 * radius + 1)
+        return ndimage.uniform_filter(np.asarray(batch, np.float32), size, mode="constant")
+
+    return forward
+
+
+def test_a_field_wider_than_the_first_probe_is_measured_on_a_larger_one():
+    # radius 70 reaches the border of the 128 px probe: the probe doubles until it fits
+    measured = measure_halo(_box_filter(70), channels=1, alignment=8)
+    assert measured.radius == 70 and measured.halo == 72
+    assert measured.probe_size == 256 and not measured.lower_bound
+
+
+def test_a_model_without_a_local_field_is_refused():
+    # instance normalisation: every output depends on the whole input
+    def forward(batch):
+        return batch - batch.mean(axis=(2, 3), keepdims=True)
+
+    with pytest.raises(ConfigError, match=r"model inorm\.onnx: halo: measure found no edge .* "
+                       r"up to 512px .* give halo: N"):  # fmt: skip
+        measure_halo(forward, channels=2, alignment=4, limit=512, model="inorm.onnx")
