@@ -264,7 +264,7 @@ def run_tile(job: TileJob, source: Source) -> TileResult:
     box = source.read(job.plan.read)
     invalid = invalid_mask(source, job.plan.read, box)
     if invalid is not None:  # never fed raw: filled with the band means, stored as nodata
-        box = fill_invalid(box, invalid, job.model.info.mean)
+        box = fill_invalid(box, invalid, job.model.info.fill_values)
     read_s = time.perf_counter() - start
     predictor = _predictor(job.model)
     outputs = job.model.info.outputs or 1
@@ -444,7 +444,7 @@ def _resolve_model(
     info, network = describe_model(path, kind=kind, complete=complete_metadata, card=card)
     # the first layer's width sizes the model calls' memory (pipeline.infer.autotune)
     info = replace(info, extra={**info.extra, "width": autotune.first_width(network)})
-    if info.halo is None and info.measure_halo:
+    if info.halo is None and info.measure_halo and halo == "auto":
         forward = Predictor(network, info, device="cpu", precision="fp32").logits
         measured = measure_halo(
             forward,

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.infer.card import (
     CARD_KEY,
@@ -226,6 +228,33 @@ class ModelInfo:
     pixel_unit: str | None = None
     card: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def fill_values(self) -> tuple[float, ...] | None:
+        """The raw pixel value per band that the normalisation maps to 0.
+
+        It is the band mean in raw units, what invalid (nodata) pixels are filled with before
+        the model. A card's ``mean`` is in the units after ``bit_depth`` and ``percentiles``
+        (``bit_depth: 8, mean: [0.5]`` -> 127.5); ``None`` when nothing shifts the input
+        (a filled pixel is then 0).
+
+        Examples
+        --------
+        >>> info = ModelInfo("m", "onnx", "", "m", "", 0, 1, "same", InputSizes(1, 1), 1,
+        ...                  ("a",), 1, "sigmoid", mean=(0.5,), std=(0.25,), bit_depth=8)
+        >>> info.fill_values
+        (127.5,)
+        """
+        if self.mean is None and self.percentile_values is None:
+            return None
+        mean = np.zeros(1) if self.mean is None else np.asarray(self.mean, np.float64)
+        low, span = np.zeros(1), np.ones(1)
+        if self.percentile_values is not None:
+            values = np.asarray(self.percentile_values, np.float64)
+            low, span = values[:, 0], np.maximum(values[:, 1] - values[:, 0], 1e-12)
+        scale = 1.0 if self.bit_depth is None else float(2**self.bit_depth - 1)
+        raw = np.broadcast_to(scale * (low + mean * span), np.broadcast(low, mean).shape)
+        return tuple(float(v) for v in raw)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary for the store attributes."""

@@ -159,3 +159,47 @@ def test_a_card_with_the_wrong_class_count_fails_on_one_line(tmp_path, tf_models
     with pytest.raises(ModelRunError, match=r"output 3 channel\(s\) .* but 2 class\(es\)"):
         predict(_image(50, 60), fixed, store, tile=40, card=card, workers=0, progress=False)
     assert read_attrs(store)["status"] == "failed"
+
+
+def test_nodata_is_filled_with_the_card_mean_in_raw_units(tmp_path, tf_models):
+    """A card's mean is in the units after bit_depth: nodata becomes 0.4 * 255 raw, i.e. 0
+    after normalisation, and the pixels next to it equal the model on that filled image."""
+    fixed, dynamic = tf_models
+    card = _card(input__normalisation={"bit_depth": 8, "mean": [0.4], "std": [0.2]})
+    image = _image(70, 90, seed=8)
+    image[image == 0] = 1
+    image[:, 20:40, 30:45] = 0  # nodata inside the scene
+    source = write_geotiff(tmp_path / "nodata.tif", image, nodata=0)
+    store = tmp_path / "nd.zarr"
+    predict(source, fixed, store, tile=40, card=card, workers=0, progress=False,
+            probabilities="float32", precision="fp32")  # fmt: skip
+    import zarr
+
+    probs = np.asarray(zarr.open_group(str(store), mode="r")["probabilities"][...])
+    session = onnxruntime.InferenceSession(str(dynamic), providers=["CPUExecutionProvider"])
+
+    def forward(batch):
+        nhwc = ((batch.astype(np.float32) / 255 - 0.4) / 0.2).transpose(0, 2, 3, 1)
+        return session.run(None, {"input_1": np.ascontiguousarray(nhwc)})[0].transpose(0, 3, 1, 2)
+
+    filled = image.astype(np.float32)
+    filled[:, 20:40, 30:45] = 0.4 * 255
+    reference = reference_predict(forward, filled, halo=HALO, sizes=InputSizes(4, 4))
+    valid = np.isfinite(probs).all(axis=0)
+    assert not valid[20:40, 30:45].any() and valid.sum() == 70 * 90 - 20 * 15
+    assert np.abs(probs - reference)[:, valid].max() <= 1e-4
+
+
+def test_halo_measure_is_skipped_when_a_halo_is_given(tmp_path, tf_models, caplog):
+    fixed, _ = tf_models
+    card = _card(halo="measure")
+    with caplog.at_level("WARNING", logger="gigaseg"):
+        report = predict(_image(50, 60), fixed, tmp_path / "h.zarr", tile=40, halo=HALO,
+                         card=card, workers=0, progress=False)  # fmt: skip
+    assert report.status == "complete" and read_attrs(tmp_path / "h.zarr")["halo"] == HALO
+    assert "measured by perturbation" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gigaseg"):
+        predict(_image(50, 60), fixed, tmp_path / "m.zarr", tile=40, card=card, workers=0,
+                progress=False)  # fmt: skip
+    assert "measured by perturbation" in caplog.text
