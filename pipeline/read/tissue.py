@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from pipeline.read.slide import SlideSource
 
 __all__ = [
+    "GLASS_CHROMA",
+    "MIN_SEPARATION",
     "POLARITIES",
     "TISSUE_MODES",
     "TissueMask",
@@ -49,6 +51,11 @@ TISSUE_MODES = ("auto", "off", "brightfield", "fluorescence")
 #: Tissue polarities: tissue darker than the background, or brighter.
 POLARITIES = ("brightfield", "fluorescence")
 _MASK_SIZE = 1024
+#: Least share of the overview's intensity variance the Otsu split must explain to be taken
+#: as tissue against background (one Gaussian mode: 2/pi = 0.64).
+MIN_SEPARATION = 0.72
+#: Most mean chroma (max - min over R, G, B, 8-bit) the brightfield background may have.
+GLASS_CHROMA = 30
 
 
 @dataclass(frozen=True)
@@ -158,8 +165,14 @@ def _metadata_polarity(source: SlideSource) -> str | None:  # noqa: PLR0911 (one
     return None
 
 
-def choose_polarity(gray: npt.NDArray[Any], threshold: float) -> tuple[str, str]:
+def choose_polarity(
+    gray: npt.NDArray[Any], threshold: float, full_scale: float | None = None
+) -> tuple[str, str]:
     """Tell the polarity from pixels: is the border (mostly glass) above or below Otsu.
+
+    Tissue reaching the border of a brightfield slide (a crop, a large section) can put the
+    border's median below the threshold; with ``full_scale`` (255 for 8-bit) a border in the
+    upper half of the range is still brightfield glass (fluorescence background is dark).
 
     Returns
     -------
@@ -178,7 +191,50 @@ def choose_polarity(gray: npt.NDArray[Any], threshold: float) -> tuple[str, str]
     background = float(np.median(border))
     if background >= threshold:
         return "brightfield", f"background {background:.0f} above threshold {threshold:.0f}"
+    if full_scale is not None and background >= full_scale / 2:
+        return "brightfield", (
+            f"border {background:.0f} is below threshold {threshold:.0f} but bright "
+            f"(of {full_scale:.0f}): tissue reaches the border"
+        )
     return "fluorescence", f"background {background:.0f} below threshold {threshold:.0f}"
+
+
+def _no_split(
+    gray: npt.NDArray[Any],
+    threshold: float,
+    image: npt.NDArray[Any],
+    source: SlideSource,
+    polarity: str,
+) -> str | None:
+    """Say why the Otsu split is not tissue against background, or ``None`` when it is.
+
+    Otsu splits any histogram, even one mode (a slide tissue fills entirely, or blank glass):
+    the split is kept only when it explains at least :data:`MIN_SEPARATION` of the variance
+    (0.64 for one Gaussian mode; 0.79 to 0.99 for slides with glass). In brightfield RGB the
+    bright class must also look like glass: nearly grey, not stained.
+    """
+    values = gray.ravel().astype(np.float64)
+    low, high = values[values <= threshold], values[values > threshold]
+    total = float(values.var())
+    if low.size == 0 or high.size == 0 or total <= 0:
+        return "the overview is flat: no contrast to threshold"
+    share = low.size / values.size
+    effectiveness = share * (1 - share) * float(high.mean() - low.mean()) ** 2 / total
+    if effectiveness < MIN_SEPARATION:
+        return (
+            f"no tissue/background contrast (Otsu explains {effectiveness:.2f} of the "
+            f"variance, below {MIN_SEPARATION}): all tissue or all background"
+        )
+    if polarity == "brightfield" and source.count == 3 and image.dtype == np.uint8:
+        bright = gray > threshold
+        chroma = image.max(axis=0).astype(np.float32) - image.min(axis=0)
+        colour = float(chroma[bright].mean())
+        if colour > GLASS_CHROMA:
+            return (
+                f"its brightest part is stained (chroma {colour:.0f} > {GLASS_CHROMA}), not "
+                "glass: tissue fills the slide"
+            )
+    return None
 
 
 def detect_tissue(
@@ -204,12 +260,18 @@ def detect_tissue(
             mask, threshold = threshold_mask(gray, polarity)
         else:
             _, threshold = threshold_mask(gray, "brightfield")
-            polarity, reason = choose_polarity(gray, threshold)
+            full = 255.0 if np.dtype(source.dtype) == np.uint8 else None
+            polarity, reason = choose_polarity(gray, threshold, full)
             reason = "from pixels: " + reason
             mask, threshold = threshold_mask(gray, polarity)
     else:
         polarity, reason = tissue, "as asked"
         mask, threshold = threshold_mask(gray, polarity)
+    unsplit = _no_split(gray, threshold, image, source, polarity)
+    if unsplit is not None:
+        return TissueMask(
+            tissue, polarity=polarity, reason=f"{unsplit}: every tile is run", threshold=threshold
+        )
     return TissueMask(
         tissue,
         polarity=polarity,

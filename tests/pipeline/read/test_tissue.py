@@ -46,7 +46,11 @@ def test_auto_chooses_the_polarity_from_pixels(slides, kind):
     assert kind in mask.note()
     wrong = "fluorescence" if kind == "brightfield" else "brightfield"
     inverted = detect_tissue(open_source(path), wrong, max_size=256)
-    assert _iou(inverted.validity.mask, _truth_at(truth, inverted.validity.mask.shape)) < 0.1
+    if inverted.validity is None:  # brightfield on fluorescence: the "glass" is stained
+        assert kind == "fluorescence" and "not glass" in inverted.reason
+    else:
+        inverted_mask = inverted.validity.mask
+        assert _iou(inverted_mask, _truth_at(truth, inverted_mask.shape)) < 0.1
 
 
 def test_auto_reads_fluorescence_from_ome_metadata(tmp_path):
@@ -113,3 +117,54 @@ def test_bad_tissue_values(tmp_path):
     empty = tmp_path / "empty.geojson"
     empty.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
     assert parse_tissue(str(empty)) == str(empty)
+
+
+# slides where Otsu's split is not tissue against glass (issue 10)
+
+
+def _noise(rows, cols, level, sigma, seed):
+    rng = np.random.default_rng(seed)
+    return np.clip(level + rng.normal(0, sigma, (rows, cols, 3)), 0, 255).astype(np.uint8)
+
+
+def test_a_slide_full_of_tissue_or_of_glass_runs_every_tile(tmp_path):
+    rng = np.random.default_rng(4)
+    pink = np.array([200.0, 110, 180]) + rng.normal(0, 20, (300, 400, 3))
+    cases = {
+        "full": np.clip(pink, 0, 255).astype(np.uint8),  # one stained mode, no glass
+        "glass": _noise(300, 400, 236, 12, 5),  # noisy blank glass (not flat)
+    }
+    purple = np.array([120.0, 60, 150]) + rng.normal(0, 15, (300, 400, 3))
+    nuclei = np.zeros((300, 400), bool)
+    nuclei[::20, :] = True
+    nuclei = np.logical_or.reduce([np.roll(nuclei, k, axis=0) for k in range(8)])
+    two_stains = cases["full"].copy()
+    two_stains[nuclei] = np.clip(purple, 0, 255).astype(np.uint8)[nuclei]
+    cases["nuclei and stroma"] = two_stains  # bimodal, but the bright mode is pink, not glass
+    for name, image in cases.items():
+        path = write_svs(tmp_path / f"{name}.svs", image, levels=1, tile=128)
+        for mode in ("auto", "brightfield"):
+            mask = detect_tissue(open_source(path), mode)
+            assert mask.validity is None, (name, mode, mask.reason)
+            assert "every tile is run" in mask.note()
+
+
+def test_brightfield_tissue_reaching_the_border_keeps_the_tissue(tmp_path):
+    from tests.pipeline.read.slides import SVS
+
+    with __import__("tifffile").TiffFile(SVS) as tiff:
+        crop = tiff.series[0].asarray()[1000:1800, 600:1500].copy()  # real H&E, tissue at edges
+    path = write_svs(tmp_path / "crop.svs", crop, levels=2, tile=128)
+    mask = detect_tissue(open_source(path), "auto")
+    assert mask.polarity == "brightfield" and "tissue reaches the border" in mask.reason
+    assert mask.validity.mask.shape == (800, 900)  # one mask pixel per slide pixel here
+
+    def blocks(a):  # share of each 50x50 block
+        return a.reshape(16, 50, 18, 50).mean(axis=(1, 3))
+
+    gray = crop.mean(axis=2)
+    kept = blocks(mask.validity.mask)
+    tissue, glass = blocks(gray < 200) > 0.2, blocks(gray > 225) > 0.9
+    assert tissue.sum() > 100 and glass.sum() > 20
+    assert (kept[tissue] > 0).all()  # every block with tissue would run
+    assert (kept[glass] < 0.05).all()  # blocks of glass would be skipped
