@@ -561,7 +561,9 @@ def write_mask(
 
     ``attrs`` say how it maps to the store's pixels (``scale``: store pixels per mask pixel,
     rows and cols) and how it was made. An existing mask of that name is replaced (a resumed
-    run records the mask it used).
+    run records the mask it used). Its dimensions are its own (``tissue_y``, ``tissue_x``):
+    named ``y``/``x`` at another size, they would conflict with the labels' and
+    ``xr.open_zarr`` could not open the store.
     """
     import zarr
 
@@ -572,7 +574,7 @@ def write_mask(
         chunks=mask.shape,
         dtype="uint8",
         fill_value=0,
-        dimension_names=("y", "x"),
+        dimension_names=(f"{name}_y", f"{name}_x"),
         overwrite=True,
     )
     array[...] = np.asarray(mask, dtype=np.uint8)

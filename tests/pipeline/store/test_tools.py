@@ -107,6 +107,20 @@ def test_gdal_reads_a_multi_class_probability_array(stores):
         np.testing.assert_array_equal(ds.read(1), _raw(stores["slide"], "labels"))
 
 
+def test_xarray_opens_a_slide_store_with_its_tissue_mask_and_micrometre_coordinates(stores):
+    import xarray as xr
+
+    attrs = pipeline.store.read_attrs(stores["slide"])
+    ds = xr.open_zarr(stores["slide"])  # the low-resolution tissue mask has its own dims
+    assert ds["tissue"].dims == ("tissue_y", "tissue_x")
+    assert ds["tissue"].shape != ds["labels"].shape  # a mask at its own resolution
+    assert ds["labels"].dims == ("y", "x") and ds["x"].attrs["units"] == "um"
+    mpp_y, mpp_x = cf.slide_mpp_yx(attrs)
+    assert ds["x"].values[:2].tolist() == pytest.approx([0.5 * mpp_x, 1.5 * mpp_x])
+    assert ds["y"].values[-1] == pytest.approx((ds.sizes["y"] - 0.5) * mpp_y)
+    np.testing.assert_array_equal(ds["labels"].values, _raw(stores["slide"], "labels"))
+
+
 def test_slide_label_pyramid_opens_in_the_ome_zarr_reader(stores):
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Reader
