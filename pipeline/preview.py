@@ -21,7 +21,7 @@ from pipeline.errors import InputError
 from pipeline.export.atomic import check_output, commit, temporary_path
 from pipeline.export.features import class_color
 from pipeline.read import Georef, is_zarr_location, open_source
-from pipeline.read.location import location_exists
+from pipeline.read.location import is_remote, local_copy, location_exists, redact
 
 __all__ = ["Thumbnail", "read_thumbnail", "read_vectors", "render_preview"]
 
@@ -126,6 +126,9 @@ def read_vectors(path: str | Path) -> tuple[list[tuple[Any, tuple[int, ...]]], s
         ``(geometry, rgb)`` pairs (class colour); the CRS of the coordinates (``None`` for pixels);
         whether they are GeoJSON lon/lat (EPSG:4326).
     """
+    if is_remote(path):  # fetched once (outlines are small), then read like a local file
+        with local_copy(path) as local:
+            return read_vectors(local)
     file = Path(path)
     if not file.exists():
         raise InputError(f"vector file {file} does not exist")
@@ -220,6 +223,11 @@ def render_preview(
     out_path = check_output(out, overwrite=overwrite)
     src = str(source)
     store = labels
+    if labels is not None and is_remote(labels):
+        raise InputError(
+            f"--labels takes a local gigaseg store, and {redact(labels)} is remote; preview a "
+            "label raster as the source ('gigaseg preview LABELS.tif') or copy the store locally"
+        )
     if is_zarr_location(src) and (Path(src) / "zarr.json").is_file():
         from pipeline.store import read_attrs
         from pipeline.vectorize.source import open_labels

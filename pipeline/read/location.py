@@ -27,6 +27,7 @@ __all__ = [
     "is_remote",
     "is_url",
     "join_location",
+    "local_copy",
     "location_exists",
     "location_suffix",
     "read_bytes",
@@ -182,6 +183,31 @@ def _read_s3(location: str) -> bytes:
     bucket, _, key = rest.partition("/")
     body: bytes = _s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
     return body
+
+
+@contextmanager
+def local_copy(location: str | Path) -> Iterator[Path]:
+    """Yield a local path holding the file at ``location`` (a small file: outlines, labels).
+
+    Local paths are yielded as they are; a remote file is fetched with :func:`read_bytes` into
+    a temporary folder, under its own file name, removed afterwards.
+
+    Raises
+    ------
+    pipeline.errors.InputError
+        The remote file cannot be read; the message names it without credentials.
+    """
+    if not is_remote(location):
+        yield Path(location)
+        return
+    import tempfile
+
+    name = PurePosixPath(_path_part(str(location))).name or "download"
+    data = read_bytes(str(location))
+    with tempfile.TemporaryDirectory(prefix="gigaseg-") as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        yield path
 
 
 _GLOB = set("*?[")

@@ -172,6 +172,22 @@ def test_vectorize_preview_evaluate_info_take_urls_and_vsis3(
     png = tmp_path / "p.png"
     argv = ["preview", http_server.url("scene.tif"), "--vectors", str(ref), "--out", str(png)]
     assert main(argv) == 0 and png.stat().st_size > 0
+    # outlines from a server and a bucket draw the same picture as the local file
+    copy_to(http_server.root, ref)
+    s3_server.put("gigaseg-test", "ref.geojson", ref)
+    for i, vectors in enumerate(
+        [http_server.url("ref.geojson?sig=x"), "s3://gigaseg-test/ref.geojson"]
+    ):
+        remote_png = tmp_path / f"p-remote{i}.png"
+        argv = ["preview", http_server.url("scene.tif"), "--vectors", vectors]
+        assert main([*argv, "--out", str(remote_png)]) == 0
+        assert remote_png.read_bytes() == png.read_bytes()
+    capsys.readouterr()
+    argv = ["preview", str(scene), "--labels", http_server.url("s.zarr?sig=x"), "--out", "x.png"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--labels takes a local gigaseg store" in err[0], err
+    assert "sig=REDACTED" in err[0]
     png_s3 = tmp_path / "p3.png"
     assert main(["preview", "/vsis3/gigaseg-test/labels.tif", "--out", str(png_s3)]) == 0
     capsys.readouterr()
