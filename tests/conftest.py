@@ -11,11 +11,11 @@ import os
 import shutil
 import tempfile
 
-from tests.servers import http_server, s3_server
+from tests.servers import http_server, plain_http_server, s3_server
 
 if "GIGASEG_TEST_KEEP_CACHE" not in os.environ:
     _CACHE = tempfile.mkdtemp(prefix="gigaseg-test-cache-")
     os.environ["GIGASEG_CACHE_DIR"] = _CACHE
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
-__all__ = ["http_server", "s3_server"]
+__all__ = ["http_server", "plain_http_server", "s3_server"]

@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import base64
 import collections
+import functools
 import re
 import shutil
 import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["RangeServer", "S3Server", "http_server", "s3_server"]
+__all__ = ["RangeServer", "S3Server", "http_server", "plain_http_server", "s3_server"]
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
@@ -174,6 +175,33 @@ def http_server(tmp_path: Path) -> Iterator[RangeServer]:
         yield server
     finally:
         server.stop()
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet."""
+
+
+@pytest.fixture
+def plain_http_server(tmp_path: Path) -> Iterator[str]:
+    """``python -m http.server`` over ``tmp_path / "plain"``: no Range support; yields its URL.
+
+    The standard library's file server answers every ``GET`` with the whole file (200), as
+    many simple servers do; GDAL cannot read windows from it.
+    """
+    root = tmp_path / "plain"
+    root.mkdir()
+    handler = functools.partial(_QuietFiles, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def _free_port() -> int:

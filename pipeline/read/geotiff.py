@@ -15,7 +15,15 @@ import numpy.typing as npt
 from pipeline.errors import InputError, ReadError
 from pipeline.read.blocks import block_validity
 from pipeline.read.georef import Georef
-from pipeline.read.location import location_exists, redact, redact_text, remote_env, to_gdal_path
+from pipeline.read.location import (
+    is_remote,
+    location_exists,
+    redact,
+    redact_text,
+    remote_env,
+    remote_hint,
+    to_gdal_path,
+)
 from pipeline.read.source import Source, Validity, cached_handle, file_stamp, parse_bands
 from pipeline.tile.grid import Window
 
@@ -85,8 +93,11 @@ def open_dataset(path: str) -> Any:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(to_gdal_path(path))
     except RasterioIOError as exc:
+        reason = gdal_reason(exc)
+        hint = remote_hint(reason) if is_remote(path) else ""
         raise InputError(
-            f"{redact(path)} is not a readable raster image ({gdal_reason(exc)})"
+            f"{redact(path)} is not a readable raster image ({reason})"
+            + (f": {hint}" if hint else "")
         ) from None
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "redact",
     "redact_text",
     "remote_env",
+    "remote_hint",
     "to_gdal_path",
 ]
 
@@ -114,6 +115,40 @@ _URL_IN_TEXT = re.compile(r"(?:/vsicurl/)?(?:https?|s3|gs|az|azure)://[^\s'\"()<
 def redact_text(text: str) -> str:
     """Every URL inside ``text`` (a GDAL or HTTP error message) passed through :func:`redact`."""
     return _URL_IN_TEXT.sub(lambda match: redact(match.group(0)), text)
+
+
+#: What to do about a remote read GDAL refused, by a fragment of GDAL's message.
+_HINTS = (
+    (
+        "Range downloading not supported",
+        "the server does not answer HTTP Range requests; serve the file from one that does "
+        "(nginx, Apache, S3, a CDN) or download it first",
+    ),
+    (
+        "HTTP response code: 401",
+        "the server asks for credentials; put user:password@ in the URL or set GDAL_HTTP_AUTH "
+        "/ GDAL_HTTP_USERPWD / GDAL_HTTP_HEADERS",
+    ),
+    (
+        "HTTP response code: 403",
+        "access denied; check the credentials (AWS_*, GDAL_HTTP_*) or whether a signed URL "
+        "has expired",
+    ),
+    ("HTTP response code: 404", "no file there; check the URL"),
+    ("specified key does not exist", "no such key in the bucket; check the path"),
+    ("specified bucket does not exist", "no such bucket; check the bucket name (and endpoint)"),
+    ("Could not connect", "nothing answers there; check the host and port"),
+    ("Could not resolve host", "unknown host; check the URL"),
+)
+
+
+def remote_hint(message: str) -> str:
+    """Return what to do about a failed remote read, from GDAL's message (``""`` if unknown).
+
+    >>> remote_hint("Range downloading not supported by this server!")[:36]
+    'the server does not answer HTTP Rang'
+    """
+    return next((hint for fragment, hint in _HINTS if fragment in message), "")
 
 
 def location_suffix(location: Any) -> str:

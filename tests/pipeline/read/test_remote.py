@@ -150,6 +150,21 @@ def test_missing_remote_file_is_one_line_without_credentials(http_server):
     assert "pw@" not in message and "nowhere.tif" in message and "\n" not in message
 
 
+def test_a_server_without_range_requests_is_one_line_saying_what_to_do(plain_http_server, tmp_path):
+    # GDAL keeps a small file the server sends whole; a larger one needs ranges
+    noise = np.random.default_rng(0).integers(0, 255, (1, 1024, 1024), dtype=np.uint8)
+    big = write_geotiff(tmp_path / "plain" / "big.tif", noise)
+    assert big.stat().st_size > 1_000_000
+    with pytest.raises(InputError) as caught:
+        open_source(plain_http_server + "big.tif?token=s3cret")
+    message = str(caught.value)
+    assert "\n" not in message and "s3cret" not in message
+    assert message.startswith(f"{plain_http_server}big.tif?token=REDACTED is not a readable")
+    assert "does not answer HTTP Range requests" in message
+    with pytest.raises(InputError, match="no file there; check the URL"):
+        open_source(plain_http_server + "missing.tif")
+
+
 @pytest.mark.parametrize(
     ("location", "expected"),
     [
