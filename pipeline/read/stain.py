@@ -200,11 +200,19 @@ def lab_to_rgb(lab: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
 
 
 def fit_reinhard(rgb: npt.NDArray[Any], mask: npt.NDArray[np.bool_] | None = None) -> StainFit:
-    """Fit Reinhard's L*a*b* mean and standard deviation on ``(3, H, W)`` uint8 RGB."""
-    lab = rgb_to_lab(np.asarray(rgb))
+    """Fit Reinhard's L*a*b* mean and standard deviation on ``(3, H, W)`` uint8 RGB.
+
+    Glass (optical density below Macenko's background level in every channel) is left out
+    as well as what ``mask`` excludes, so a reference image with glass around its tissue and
+    a slide fitted on its tissue mask (or with ``--tissue off``) describe the same thing.
+    """
+    rgb = np.asarray(rgb)
+    lab = rgb_to_lab(rgb)
     flat = lab.reshape(3, -1)
+    keep = ~(rgb.reshape(3, -1) >= _IO * np.exp(-_BETA)).all(axis=0)
     if mask is not None:
-        flat = flat[:, np.asarray(mask, bool).ravel()]
+        keep &= np.asarray(mask, bool).ravel()
+    flat = flat[:, keep]
     if flat.shape[1] < _MIN_PIXELS:
         raise InputError(f"too few tissue pixels ({flat.shape[1]}) to fit Reinhard statistics")
     std = np.maximum(flat.std(axis=1), 1e-6)

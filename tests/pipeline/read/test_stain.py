@@ -142,3 +142,17 @@ def test_targets(tmp_path):
 def test_blank_glass_cannot_be_fitted():
     with pytest.raises(InputError, match="too few stained pixels"):
         fit_macenko(np.full((3, 40, 40), 238, np.uint8))
+
+
+def test_reinhard_leaves_the_glass_of_a_reference_image_out():
+    # a reference image of the same tissue with glass around it (as a user would crop one)
+    # must describe the tissue as the slide's tissue-masked fit does (issue 10)
+    tissue_only = he_image(_stains(H_VECTOR, E_VECTOR), seed=5)
+    reference = np.full((3, 288, 384), 236, np.uint8)
+    reference[:, 96:192, 128:256] = tissue_only
+    stained = ~(tissue_only >= 207).all(axis=0)
+    assert 0.8 < stained.mean() < 0.9  # the image's own strip of glass is not tissue
+    slide_fit = fit_reinhard(tissue_only, stained)  # as on the slide's tissue mask
+    normalise = StainNormalizer(slide_fit, fit_reinhard(reference))
+    change = np.abs(normalise(tissue_only).astype(int) - tissue_only)[:, stained].mean()
+    assert change < 1.5, change  # about the identity (measured 0.0; 70.7 with the glass)
