@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.read.location import is_remote
+from pipeline.read.location import is_remote, redact
 from pipeline.sample.region import Holdout, parse_holdout
 
 __all__ = ["SampleSettings", "parse_sample_settings"]
@@ -62,10 +62,10 @@ class SampleSettings:
     statistics_samples: int = 32
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-able description (paths as strings)."""
+        """Return a JSON-able description (paths as strings, URLs without credentials)."""
         return {
-            "images": [str(p) for p in self.images],
-            "labels": [str(p) for p in self.labels],
+            "images": [redact(p) for p in self.images],
+            "labels": [redact(p) for p in self.labels],
             "classes": list(self.classes),
             "bands": None if self.bands is None else list(self.bands),
             "level": self.level,

@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 import unet
+from pipeline.read import redact
 from tests.pipeline.sample.synthetic import squares_scene
 from workflows.cli import main
 
@@ -103,3 +104,30 @@ def test_evaluate_command(tmp_path, capsys):
     assert json.loads(target.read_text())["objects"]["f1"] == 1.0
     assert main(["evaluate", str(tmp_path / "none.geojson"), str(labels)]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_from_signed_urls_keeps_no_secret(tmp_path, http_server, monkeypatch, capsys):
+    from tests.servers import copy_to
+
+    tif, labels, _ = squares_scene(tmp_path, size=64)
+    copy_to(http_server.root, tif)
+    copy_to(http_server.root, labels)
+    image_url = http_server.url(f"{tif.name}?X-Amz-Signature=s3cr3tsig&X-Amz-Date=1")
+    labels_url = http_server.url(f"{labels.name}?token=t0ken")
+    argv = [
+        "train", "--image", image_url, "--labels", labels_url, "--patch", "32",
+        "--holdout", "rows:0.5-1.0", "--epochs", "1", "--steps-per-epoch", "1",
+        "--batch", "2", "--threads", "1", "--base", "4", "--depth", "2",
+        "--out", str(tmp_path / "run"), "--no-progress",
+    ]  # fmt: skip
+    monkeypatch.setattr("sys.argv", ["gigaseg", *argv])  # the command line is recorded
+    assert main(argv) == 0, capsys.readouterr().err
+    assert http_server.counter.requests  # really read from the server
+    _, meta = unet.load(tmp_path / "run" / "best.safetensors")
+    assert meta.extra["data"]["images"] == [redact(image_url)]
+    assert "X-Amz-Signature=REDACTED" in meta.extra["command"]
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    for path in written:
+        data = path.read_bytes()
+        assert b"s3cr3tsig" not in data and b"t0ken" not in data, path
+    assert "s3cr3tsig" not in capsys.readouterr().out

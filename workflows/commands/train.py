@@ -509,7 +509,11 @@ def main(args: argparse.Namespace) -> int:
     config, base = load_config(args.config)
     config = _apply_flags(config, args)
     # The command line as typed, for the metrics file (only when run as ``gigaseg train``).
-    command = "gigaseg " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
+    # URLs lose their credentials (a signed --image URL's signature): it goes into checkpoints.
+    from pipeline.read.location import redact_text
+
+    typed = "gigaseg " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
+    command = None if typed is None else redact_text(typed)
     started = time.perf_counter()
     summary = run_training(
         config,
