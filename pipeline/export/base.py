@@ -75,7 +75,8 @@ class FileWriter:
             raise
         commit(self.tmp, self.path)
         if self.qgis_style and self.schema.classes:
-            write_qml(self.path, qgis_style(self.schema.classes, self.schema.geometry))
+            style = qgis_style(self.schema.classes, self.schema.geometry, colors=self.schema.colors)
+            write_qml(self.path, style)
 
     @property
     def layer(self) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,8 +24,22 @@ _PALETTE = [
 ]
 
 
-def class_color(class_id: int) -> tuple[int, int, int]:
-    """Return a stable RGB colour for a class id (QuPath classifications, previews)."""
+def class_color(
+    class_id: int, colors: Mapping[int, tuple[int, int, int]] | None = None
+) -> tuple[int, int, int]:
+    """Return the RGB colour of a class id: the model card's (``colors``), else a stable one.
+
+    Every output that colours classes (QuPath, the COG colour table, QGIS styles, the slide
+    label pyramid, previews) goes through here, so a class has one colour everywhere.
+
+    Examples
+    --------
+    >>> class_color(1), class_color(1, {1: (220, 50, 47)}), class_color(2, {1: (220, 50, 47)})
+    ((230, 159, 0), (220, 50, 47), (86, 180, 233))
+    """
+    if colors and int(class_id) in colors:
+        r, g, b = colors[int(class_id)]
+        return int(r), int(g), int(b)
     return _PALETTE[(int(class_id) - 1) % len(_PALETTE)]
 
 

@@ -7,8 +7,8 @@ overviews before full resolution). Memory stays at one chunk plus GDAL's block c
 temporary names; the COG gets its final name only when complete.
 
 - Labels: uint8 class ids, ``255`` (nodata) where tiles were skipped, a colour table with the
-  class colours (background black), class names in the ``classes`` tag (id order) and
-  the band description; ``mode`` (default) or ``nearest`` overviews.
+  class colours (the model card's where given; background black), class names in the
+  ``classes`` tag (id order) and the band description; ``mode`` (default) or ``nearest`` overviews.
 - Probabilities of one class (``class_name``): the stored values (uint8 p·255, or float32),
   skipped tiles masked out (an internal mask band), ``average`` overviews.
 """
@@ -233,6 +233,8 @@ class _Source:
     channel: int | None
     class_id: int
     dtype: np.dtype[Any]
+    #: The model card's class colours (id -> RGB), where it gives them.
+    colors: dict[int, tuple[int, int, int]]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -241,11 +243,13 @@ class _Source:
     @classmethod
     def open(cls, store: Path, attrs: dict[str, Any], class_name: str | None) -> _Source:
         from pipeline.store import LABELS, PROBABILITIES, class_channel, open_group
+        from pipeline.store.layout import card_colors
 
         group = open_group(store)
         members = set(group.array_keys())
         channels = int(group[PROBABILITIES].shape[0]) if PROBABILITIES in members else 0
         names = _label_names(attrs, channels)
+        colors = card_colors(attrs.get("classes"), attrs.get("class_colors"), channels)
         if class_name is None:
             if LABELS not in members:
                 raise InputError(f"store {store} has no labels; export a class with --class NAME")
@@ -254,13 +258,13 @@ class _Source:
                     f"store {store} has class ids up to {max(names)}; a label COG holds "
                     f"ids below {LABEL_NODATA} (export classes one by one with --class)"
                 )
-            return cls(group[LABELS], names, None, 0, np.dtype("uint8"))
+            return cls(group[LABELS], names, None, 0, np.dtype("uint8"), colors)
         if not channels:
             raise InputError(f"store {store} has no probabilities to export; drop --class")
         cid = _resolve_class(class_name, names, store)
         array = group[PROBABILITIES]
         dtype = np.dtype("uint8") if array.dtype == np.uint8 else np.dtype("float32")
-        return cls(array, names, class_channel(cid, channels), cid, dtype)
+        return cls(array, names, class_channel(cid, channels), cid, dtype, colors)
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
         if self.channel is None:
@@ -318,7 +322,7 @@ def _write_staging(
                 block = np.full_like(block, LABEL_NODATA)
             dst.write(block, 1, window=window)
         if source.channel is None:
-            colors = {i: (*class_color(i), 255) for i in names if i}
+            colors = {i: (*class_color(i, source.colors), 255) for i in names if i}
             dst.write_colormap(1, {0: (0, 0, 0, 255), **colors})  # TIFF palettes have no alpha
             described = ", ".join(f"{i}={n}" for i, n in sorted(names.items()))
             dst.set_band_description(1, f"class id: {described}")

@@ -4,8 +4,8 @@ GeoPackage, FlatGeobuf and GeoParquet get a ``.qml`` beside the file, which QGIS
 the default style of the file with the same base name. (A GeoPackage could hold it in a
 ``layer_styles`` table, but GDAL then lists that table as a second layer, and readers that
 open "the" layer of the file — geopandas, pyogrio — warn or pick the wrong one.)
-The colours are :func:`~pipeline.export.features.class_color`, the ones QuPath exports and
-previews use.
+The colours are :func:`~pipeline.export.features.class_color`'s (the model card's where it
+gives them), the ones QuPath exports, COG colour tables and previews use.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ __all__ = ["qgis_style", "qml_path", "write_qml"]
 _QGIS_VERSION = "3.28.0"
 
 
-def _rgba(class_id: int, alpha: int) -> str:
-    r, g, b = class_color(class_id)
+def _rgba(class_id: int, alpha: int, colors: Mapping[int, tuple[int, int, int]]) -> str:
+    r, g, b = class_color(class_id, colors)
     return f"{r},{g},{b},{alpha}"
 
 
@@ -31,7 +31,13 @@ def _option(parent: ET.Element, name: str, value: str) -> None:
     ET.SubElement(parent, "Option", {"type": "QString", "name": name, "value": value})
 
 
-def _symbol(parent: ET.Element, index: int, class_id: int, geometry: str) -> None:
+def _symbol(
+    parent: ET.Element,
+    index: int,
+    class_id: int,
+    geometry: str,
+    colors: Mapping[int, tuple[int, int, int]],
+) -> None:
     kind = "line" if geometry == "line" else "fill"
     symbol = ET.SubElement(
         parent,
@@ -46,19 +52,27 @@ def _symbol(parent: ET.Element, index: int, class_id: int, geometry: str) -> Non
     )  # fmt: skip
     options = ET.SubElement(layer, "Option", {"type": "Map"})
     if kind == "line":
-        _option(options, "line_color", _rgba(class_id, 255))
+        _option(options, "line_color", _rgba(class_id, 255, colors))
         _option(options, "line_width", "0.6")
         _option(options, "line_style", "solid")
     else:
-        _option(options, "color", _rgba(class_id, 90))
-        _option(options, "outline_color", _rgba(class_id, 255))
+        _option(options, "color", _rgba(class_id, 90, colors))
+        _option(options, "outline_color", _rgba(class_id, 255, colors))
         _option(options, "outline_width", "0.4")
         _option(options, "outline_style", "solid")
         _option(options, "style", "solid")
 
 
-def qgis_style(classes: Mapping[int, str], geometry: str = "polygon", field: str = "class") -> str:
+def qgis_style(
+    classes: Mapping[int, str],
+    geometry: str = "polygon",
+    field: str = "class",
+    colors: Mapping[int, tuple[int, int, int]] | None = None,
+) -> str:
     """Return a QGIS QML style that colours features by their ``field`` (the class name).
+
+    ``colors`` are the model card's class colours (id -> RGB); other classes get
+    :func:`~pipeline.export.features.class_color`'s.
 
     Examples
     --------
@@ -81,7 +95,7 @@ def qgis_style(classes: Mapping[int, str], geometry: str = "polygon", field: str
             "category",
             {"render": "true", "symbol": str(index), "value": name, "label": name},
         )
-        _symbol(symbols, index, class_id, geometry)
+        _symbol(symbols, index, class_id, geometry, colors or {})
     ET.SubElement(root, "layerGeometryType").text = "1" if geometry == "line" else "2"
     body = ET.tostring(root, encoding="unicode")
     return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + body + "\n"

@@ -32,6 +32,7 @@ __all__ = [
     "SKIPPED",
     "TILES",
     "TISSUE",
+    "card_colors",
     "class_channel",
     "class_names",
 ]
@@ -84,3 +85,30 @@ def class_channel(class_id: int, channels: int) -> int:
     if channels <= 1:
         return 0
     return class_id if class_id < channels else class_id - 1
+
+
+def card_colors(
+    classes: Sequence[Any] | None, colors: Sequence[Any] | None, channels: int
+) -> dict[int, tuple[int, int, int]]:
+    """Map label ids to the model card's colours (a store's ``class_colors``), where given.
+
+    ``colors`` is one entry per class name (``None`` or ``[r, g, b]``), so the ids follow
+    :func:`class_names`; a background colour (one more colour than ids) is left out.
+
+    Examples
+    --------
+    >>> card_colors(["background", "nucleus"], [[0, 0, 0], [220, 50, 47]], 2)
+    {1: (220, 50, 47)}
+    >>> card_colors(["building"], None, 1)
+    {}
+    """
+    ids = list(class_names(classes, channels))
+    given = list(colors or [])
+    offset = len(given) - len(ids)  # 1 when channel 0 (background) has no class id
+    if offset < 0:
+        return {}
+    return {
+        cid: (int(c[0]), int(c[1]), int(c[2]))
+        for cid, c in zip(ids, given[offset:], strict=False)
+        if c is not None and len(c) == 3
+    }

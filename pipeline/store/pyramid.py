@@ -31,8 +31,12 @@ def ngff_attrs(
     classes: Any,
     channels: int,
     name: str = "labels",
+    colors: Any = None,
 ) -> dict[str, Any]:
     """Return the ``ome`` attributes of a label pyramid with ``levels`` levels.
+
+    ``colors`` are the store's ``class_colors`` (the model card's, one per class name);
+    classes without one get :func:`~pipeline.export.features.class_color`'s.
 
     Examples
     --------
@@ -41,6 +45,7 @@ def ngff_attrs(
     [[0.5, 0.5], [1.0, 1.0]]
     """
     from pipeline.export.features import class_color
+    from pipeline.store.layout import card_colors
 
     axes = [{"name": axis, "type": "space", "unit": "micrometer"} for axis in ("y", "x")]
     datasets = [
@@ -53,13 +58,14 @@ def ngff_attrs(
         for level in range(levels)
     ]
     names = class_names(classes, channels)
+    card = card_colors(classes, colors, channels)
     return {
         "ome": {
             "version": NGFF_VERSION,
             "multiscales": [{"name": name, "axes": axes, "datasets": datasets}],
             "image-label": {
                 "colors": [
-                    {"label-value": i, "rgba": [*class_color(i), 255]} for i in sorted(names)
+                    {"label-value": i, "rgba": [*class_color(i, card), 255]} for i in sorted(names)
                 ],
                 "properties": [{"label-value": i, "class": n} for i, n in sorted(names.items())],
             },
@@ -89,7 +95,10 @@ def build_labels_pyramid(path: str | Path) -> int:
     shape = (int(source.shape[0]), int(source.shape[1]))
     levels = _level_count(shape)
     channels = int(group["probabilities"].shape[0]) if "probabilities" in group else 1
-    ome = ngff_attrs(levels, slide_mpp_yx(attrs), attrs.get("classes"), channels)
+    ome = ngff_attrs(
+        levels, slide_mpp_yx(attrs), attrs.get("classes"), channels,
+        colors=attrs.get("class_colors"),
+    )  # fmt: skip
     pyramid = group.create_group(PYRAMID, overwrite=True, attributes=ome)
     chunk = int(source.chunks[0])
     previous: Any = source

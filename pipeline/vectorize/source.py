@@ -154,14 +154,9 @@ def _colors_from_attrs(
     attrs: dict[str, Any], prob_channels: int
 ) -> dict[int, tuple[int, int, int]]:
     """Class id -> colour, with the same id shift as :func:`_names_from_attrs`."""
-    colors = attrs.get("class_colors") or []
-    ids = list(_names_from_attrs(attrs.get("classes"), prob_channels))
-    offset = len(colors) - len(ids)  # 1 when channel 0 (background) has no class id
-    return {
-        cid: (int(c[0]), int(c[1]), int(c[2]))
-        for cid, c in zip(ids, colors[offset:], strict=False)
-        if c is not None and len(c) == 3
-    }
+    from pipeline.store.layout import card_colors
+
+    return card_colors(attrs.get("classes"), attrs.get("class_colors"), prob_channels)
 
 
 def _check_threshold(threshold: float | None, dtype: np.dtype, where: str) -> None:

@@ -6,6 +6,7 @@ for pixel, carry the source's CRS and transform, and mark skipped tiles as nodat
 """
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,23 @@ def test_gdal_reads_the_store_labels_as_the_export_writes_them(store, tmp_path):
         assert zarr.transform.almost_equals(cog.transform, precision=1e-9)
         np.testing.assert_array_equal(zarr.read(1), cog.read(1))
         np.testing.assert_array_equal(zarr.read_masks(1), cog.read_masks(1))
+
+
+def test_card_colours_colour_the_cog_and_the_slide_pyramid(store, tmp_path):
+    """A model card's class colours are the COG's colour table and the NGFF label colours."""
+    from pipeline.store import read_attrs
+    from pipeline.store.pyramid import PYRAMID, build_labels_pyramid
+
+    before = read_attrs(store).get("class_colors")
+    set_status(store, "complete", class_colors=[[220, 50, 47]])
+    try:
+        out = tmp_path / "mask.tif"
+        export_raster(store, out)
+        with rasterio.open(out) as cog:
+            assert cog.colormap(1)[1] == (220, 50, 47, 255)
+        build_labels_pyramid(store)
+        ome = read_attrs(store / PYRAMID)["ome"]
+        assert ome["image-label"]["colors"] == [{"label-value": 1, "rgba": [220, 50, 47, 255]}]
+    finally:
+        set_status(store, "complete", class_colors=before)
+        shutil.rmtree(store / PYRAMID, ignore_errors=True)

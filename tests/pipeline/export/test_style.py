@@ -59,3 +59,16 @@ def test_line_layers_get_line_symbols(tmp_path: Path) -> None:
 
     root = ET.fromstring(qgis_style({1: "road"}, "line").split("\n", 1)[1])
     assert {s.get("type") for s in root.iter("symbol")} == {"line"}
+
+
+def test_qml_takes_the_model_card_colours(tmp_path: Path) -> None:
+    """The card's colour for a class is the one QGIS shows, as QuPath does; others keep theirs."""
+    out = tmp_path / "scene.gpkg"
+    card = {1: (220, 50, 47)}
+    schema = Schema(FIELDS, "EPSG:32616", classes=CLASSES, colors=card)
+    with open_writer(out, "gpkg", schema) as writer:
+        writer.write(_batch())
+    assert _categories(qml_path(out).read_text()) == {
+        "building": "220,50,47,255",
+        "road": ",".join(map(str, (*class_color(2), 255))),
+    }
