@@ -166,12 +166,17 @@ def location_exists(location: Any) -> bool:
 
 def join_location(base: str, href: str) -> str:
     """Resolve ``href`` (absolute, or relative to the file ``base``), as STAC asks for."""
-    if is_remote(href) or href.startswith("/") or "://" in href:
+    if is_remote(href) or "://" in href:
         return href
-    if is_url(base):
+    if is_url(base):  # RFC 3986: "B04.tif", "../data/B04.tif", "/data/B04.tif?sig=..."
         parts = urlsplit(base)
-        path = str(PurePosixPath(parts.path).parent / href)
-        return urlunsplit((parts.scheme, parts.netloc, os.path.normpath(path), "", ""))
+        path, _, query = href.partition("?")
+        if not path.startswith("/"):
+            path = str(PurePosixPath(parts.path).parent / path)
+        path = os.path.normpath(path)
+        return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+    if href.startswith("/"):
+        return href
     return os.path.normpath(str(Path(base).parent / href))
 
 

@@ -3,7 +3,10 @@
 An Item JSON (local file, URL or ``s3://``) lists assets, often one GeoTIFF/COG per band.
 ``assets`` picks them, in order, by asset key (``B04``) or by ``eo:bands`` common name
 (``red``, ``green``, ``blue``, ``nir``...; STAC 1.1 ``bands`` with ``eo:common_name`` too).
-A name that selects one band of a multi-band asset reads just that band.
+A name that selects one band of a multi-band asset reads just that band. A common name no
+asset has picks the one narrower band of its family (``nir`` -> Landsat's ``nir08``; several,
+such as Sentinel-2's ``rededge071``/``rededge075``, are listed). When one band comes in several
+encodings (``red`` and ``red-jp2``), the GeoTIFF is read.
 
 Grid rule: every chosen asset must cover the same extent in the same CRS. Assets on the same
 grid are stacked as they are. Coarser assets (Sentinel-2's 20 m bands next to 10 m ones) are
@@ -17,6 +20,7 @@ offending asset named.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +54,16 @@ def _band_names(asset: dict[str, Any]) -> list[tuple[str | None, str | None]]:
     if isinstance(asset.get("bands"), list):
         return [(b.get("eo:common_name"), b.get("name")) for b in asset["bands"]]
     return []
+
+
+def _common(asset: dict[str, Any], band: int) -> str:
+    """Return the common name of 1-based ``band`` of ``asset``."""
+    return str(_band_names(asset)[band - 1][0])
+
+
+def _is_tiff(asset: dict[str, Any]) -> bool:
+    kind = str(asset.get("type", ""))
+    return kind.startswith(("image/tiff", "image/vnd.stac.geotiff"))
 
 
 def _is_raster(asset: dict[str, Any]) -> bool:
@@ -90,13 +104,27 @@ def select_assets(
             for index, (common, band) in enumerate(_band_names(asset))
             if name.lower() in {str(common).lower(), str(band).lower()}
         ]
+        if not hits:  # a family name picks its one narrower band: "nir" -> Landsat's "nir08"
+            hits = [
+                (key, index + 1)
+                for key, asset in assets.items()
+                for index, (common, _) in enumerate(_band_names(asset))
+                if re.fullmatch(re.escape(name.lower()) + r"\d+", str(common).lower())
+            ]
+            if len({key for key, _ in hits}) > 1:
+                found = ", ".join(f"{key} ({_common(assets[key], band)})" for key, band in hits)
+                raise InputError(
+                    f"STAC item {where} has no common name {name!r} but several narrower ones: "
+                    f"{found}; pick one of them"
+                )
         if not hits:
             names = sorted({c for a in assets.values() for c, _ in _band_names(a) if c})
             raise InputError(
                 f"STAC item {where} has no asset or eo:bands common name {name!r}; "
                 f"keys: {', '.join(assets)}; common names: {', '.join(names) or 'none'}"
             )
-        key, band = hits[0]
+        # one band in several encodings (Earth Search's "red" and "red-jp2"): a GeoTIFF first
+        key, band = min(hits, key=lambda hit: not _is_tiff(assets[hit[0]]))
         whole = len(_band_names(assets[key])) == 1
         out.append((key, None if whole else [band]))
     return out

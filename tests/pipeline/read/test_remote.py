@@ -188,5 +188,10 @@ def test_gdal_names_and_suffixes():
     assert to_gdal_path("/vsizip/a.zip/x.tif") == "/vsizip/a.zip/x.tif"
     assert location_suffix("https://h/x.TIF?sig=1") == ".tif"
     assert join_location("https://h/items/i.json", "../b/B04.tif") == "https://h/b/B04.tif"
+    # an absolute path is on the item's host; an href's own query (a signature) is kept
+    signed = "/b/B04.tif?sig=1&se=2"
+    assert join_location("https://h/items/i.json?x=1", signed) == "https://h" + signed
+    assert join_location("s3://bkt/items/i.json", "/b/B04.tif") == "s3://bkt/b/B04.tif"
+    assert join_location("/data/items/i.json", "/b/B04.tif") == "/b/B04.tif"
     assert join_location("/data/items/i.json", "B04.tif") == "/data/items/B04.tif"
     assert join_location("/data/items/i.json", "s3://b/B04.tif") == "s3://b/B04.tif"
