@@ -517,6 +517,66 @@ class SlideSource(Source):
         rows, cols = self.shape
         return image, (rows / image.shape[1], cols / image.shape[2])
 
+    def pooled_overview(
+        self, max_size: int = 1024, band_bytes: int = 64 << 20
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float32], npt.NDArray[np.float32], Any]:
+        """Return an overview that keeps what striding would drop, for tissue detection.
+
+        :meth:`overview` keeps every ``step``-th pixel of a level, so an object smaller than
+        the step (a nucleus on a slide without a level near the overview's size) may not be
+        in it. Here every pixel of that level is read (in row bands of about ``band_bytes``)
+        and each ``step x step`` block gives its mean colour and the lowest and highest of
+        its channel-mean intensity (smoothed, Gaussian sigma 1 px, against sensor noise).
+
+        Returns
+        -------
+        image, low, high, scale
+            The block-mean overview ``(C, rows, cols)`` in the source dtype, the block minimum
+            and maximum intensity ``(rows, cols)`` (float32), and the working pixels per
+            overview pixel ``(rows, cols)``. OpenSlide formats give the thumbnail for all.
+        """
+        from scipy.ndimage import gaussian_filter
+
+        size = max(1, int(max_size))
+        large = [i for i, (h, w) in enumerate(self.level_shapes) if max(h, w) >= size]
+        level = large[-1] if large else 0
+        height, width = self.level_shapes[level]
+        step = max(1, int(np.ceil(max(height, width) / size)))  # as overview() strides
+        if self.backend != "tiffslide" or step == 1:
+            image, scale = self.overview(max_size)
+            gray = np.asarray(image, dtype=np.float32).mean(axis=0)
+            return image, gray, gray, scale
+        out_rows, out_cols = -(-height // step), -(-width // step)
+        bands = [band - 1 for band in self.bands]
+        per_row = width * len(bands) * 4 * 3
+        rows_per = max(1, band_bytes // max(1, per_row * step)) * step
+        mean = np.empty((len(bands), out_rows, out_cols), np.float32)
+        low = np.empty((out_rows, out_cols), np.float32)
+        high = np.empty((out_rows, out_cols), np.float32)
+        reach = 4  # the Gaussian's radius (sigma 1, truncated at 4): bands overlap by it
+        for start in range(0, height, rows_per):
+            rows = min(rows_per, height - start)
+            top, stop = max(0, start - reach), min(height, start + rows + reach)
+            read = self._read_level(Window(top, 0, stop - top, width), level)[bands]
+            read = read.astype(np.float32)
+            # replicate the image's own edges only, as mode "nearest" on the whole level does
+            edges = ((reach - (start - top), reach - (stop - start - rows)), (0, 0))
+            gray = np.pad(read.mean(axis=0), edges, mode="edge")
+            smooth = gaussian_filter(gray, sigma=1.0, mode="nearest")[reach : reach + rows]
+            pixels = read[:, start - top : start - top + rows]
+            pad = ((0, -rows % step), (0, -width % step))
+            pixels = np.pad(pixels, ((0, 0), *pad), mode="edge")
+            smooth = np.pad(smooth, pad, mode="edge")
+            r0, r1 = start // step, start // step + pixels.shape[1] // step
+            blocks = (pixels.shape[1] // step, step, out_cols, step)
+            mean[:, r0:r1] = pixels.reshape(len(bands), *blocks).mean(axis=(2, 4))
+            low[r0:r1] = smooth.reshape(blocks).min(axis=(1, 3))
+            high[r0:r1] = smooth.reshape(blocks).max(axis=(1, 3))
+        if np.issubdtype(self.dtype, np.integer):
+            mean = np.rint(mean)
+        rows, cols = self.shape
+        return mean.astype(self.dtype), low, high, (rows / out_rows, cols / out_cols)
+
     def valid_pixels(self, window: Window, pixels: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
         """Blank brightfield background (8-bit, every band >= 250: white glass) is invalid."""
         if self.dtype != np.uint8:

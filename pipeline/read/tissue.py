@@ -1,7 +1,9 @@
 """Which parts of a slide hold tissue: brightfield, fluorescence, or the user's own mask.
 
 Tiles whose core grown by the halo holds no tissue are not read or run. The mask comes from a
-low-resolution overview of the slide, read level-native (:meth:`SlideSource.overview`):
+low-resolution overview of the slide, read level-native (:meth:`SlideSource.pooled_overview`:
+block means for the threshold, and a block is tissue when any of its pixels is, so an object
+smaller than a mask pixel is not lost):
 
 - ``brightfield``: tissue is darker than the glass (H&E, IHC): Otsu threshold, keep below.
 - ``fluorescence``: objects are brighter than the dark background (DAPI, immunofluorescence):
@@ -246,7 +248,7 @@ def detect_tissue(
         return TissueMask("off", reason="--tissue off: every tile is run")
     if tissue not in TISSUE_MODES:
         return mask_from_file(tissue, source, max_size=max_size)
-    image, scale = source.overview(max_size)
+    image, low, high, scale = source.pooled_overview(max_size)
     gray = _intensity(image)
     if float(gray.max() - gray.min()) < 1e-6 * max(1.0, float(abs(gray).max())) or (
         np.dtype(source.dtype) == np.uint8 and float(gray.max() - gray.min()) < 8
@@ -272,6 +274,8 @@ def detect_tissue(
         return TissueMask(
             tissue, polarity=polarity, reason=f"{unsplit}: every tile is run", threshold=threshold
         )
+    # a block holding any tissue pixel is tissue: objects smaller than a block are kept
+    mask |= low < threshold if polarity == "brightfield" else high > threshold
     return TissueMask(
         tissue,
         polarity=polarity,
