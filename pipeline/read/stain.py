@@ -214,7 +214,10 @@ def fit_reinhard(rgb: npt.NDArray[Any], mask: npt.NDArray[np.bool_] | None = Non
         keep &= np.asarray(mask, bool).ravel()
     flat = flat[:, keep]
     if flat.shape[1] < _MIN_PIXELS:
-        raise InputError(f"too few tissue pixels ({flat.shape[1]}) to fit Reinhard statistics")
+        raise InputError(
+            f"too few tissue pixels ({flat.shape[1]}) to fit Reinhard statistics; check the "
+            "tissue mask, or use --stain none"
+        )
     std = np.maximum(flat.std(axis=1), 1e-6)
     return StainFit("reinhard", (("mean", _to_tuple(flat.mean(axis=1))), ("std", _to_tuple(std))))
 
@@ -380,4 +383,8 @@ def fit_slide(
         rows = np.linspace(0, full.shape[0] - 1, image.shape[1]).round().astype(int)
         cols = np.linspace(0, full.shape[1] - 1, image.shape[2]).round().astype(int)
         mask = full[rows[:, None], cols[None, :]]
-    return StainNormalizer(fit_stain(method, image, mask), reference)
+    try:
+        fitted = fit_stain(method, image, mask)
+    except InputError as exc:
+        raise InputError(f"{source.name}: {exc}") from None
+    return StainNormalizer(fitted, reference)

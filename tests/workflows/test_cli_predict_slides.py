@@ -3,7 +3,9 @@ line, exit 1, and no store is created; ``gigaseg info`` lists the pyramid."""
 
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from pipeline.store import read_attrs
 from tests.pipeline.read.slides import brightfield, write_svs
@@ -64,3 +66,17 @@ def test_info_lists_levels(slide, capsys):
     assert info["backend"] == "tiffslide" and info["level_native"] is True
     assert [lv["dimensions"] for lv in info["levels"]] == [[403, 301], [201, 150]]
     assert info["levels"][1]["downsample"] == [301 / 150, 403 / 201]
+
+
+@pytest.mark.parametrize(
+    ("stain", "fix"), [("macenko", "use --stain reinhard or none"), ("reinhard", "--stain none")]
+)
+def test_stain_on_a_slide_without_tissue_is_one_line(tmp_path, model, capsys, stain, fix):
+    glass = write_svs(tmp_path / "glass.svs", np.full((120, 160, 3), 238, np.uint8), levels=1)
+    target = tmp_path / "ref.png"
+    Image.fromarray(brightfield(64, 64, seed=1)[0]).save(target)
+    out = tmp_path / "g.zarr"
+    assert _predict(glass, model, out, "--stain", stain, "--stain-target", str(target)) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(glass) in err and "too few" in err and fix in err
+    assert not out.exists()
