@@ -106,26 +106,46 @@ def store_status(store: Path) -> str | None:
     return str(status) if status is not None else None
 
 
-def _finished(store: Path, plan: Plan) -> dict[str, Any] | None:
+def _finished(store: Path, plan: Plan, scene: Scene | None = None) -> dict[str, Any] | None:
     """Return the attributes of a store this plan already finished, else ``None``.
 
-    A complete store made with another model, tile size, threshold or probability encoding
-    is not finished for this plan; predict's own resume checks then refuse it, naming the
-    difference (``pipeline.store.check_resume``).
+    A complete store made with another model, tile size, halo, bands, precision, test-time
+    augmentation, stain normalisation, threshold or probability encoding is not finished for
+    this plan; predict's own resume checks then refuse it, naming the difference
+    (``pipeline.store.check_resume``), rather than the run keeping its stale pixels.
     """
     attrs = store_attributes(store)
     if attrs.get("status") != "complete":
         return None
-    inference = plan.workflow.inference
-    if attrs.get("threshold") not in (None, float(inference.threshold)):
-        return None
-    if attrs.get("probabilities_dtype") not in (None, inference.probabilities):
-        return None
+    w = plan.workflow
+    inference = w.inference
     model = attrs.get("model") or {}
-    if plan.model.sha256 and model.get("sha256") not in (None, plan.model.sha256):
-        return None
-    if attrs.get("tile") not in (None, plan.workflow.tiling.tile):
-        return None
+    expected: dict[str, tuple[Any, Any]] = {
+        "threshold": (attrs.get("threshold"), float(inference.threshold)),
+        "probabilities_dtype": (attrs.get("probabilities_dtype"), inference.probabilities),
+        "sha256": (model.get("sha256"), plan.model.sha256 or None),
+        "tile": (attrs.get("tile"), w.tiling.tile),
+        "tta": (attrs.get("tta"), inference.tta),
+        # ``auto``: the model's own halo, which the store records beside the halo it used
+        "halo": (
+            attrs.get("halo"), model.get("halo") if w.tiling.halo == "auto" else w.tiling.halo
+        ),
+        # ``auto`` resolves per device; a named precision must be the one the store used
+        "precision": (
+            attrs.get("precision_requested"),
+            None if inference.precision == "auto" else inference.precision,
+        ),
+    }
+    bands = (scene.bands if scene is not None else None) or w.read.bands or plan.model.bands
+    if bands is not None:
+        expected["bands"] = (attrs.get("bands"), [int(b) for b in bands])
+    if "stain" in attrs:
+        stain = attrs.get("stain")
+        method = stain.get("method") if isinstance(stain, Mapping) else None
+        expected["stain"] = (method or "none", w.read.stain)
+    for recorded, wanted in expected.values():
+        if recorded is not None and wanted is not None and recorded != wanted:
+            return None
     return attrs
 
 
@@ -343,7 +363,7 @@ def _execute_on_cluster(
 def _nothing_to_do(plan: Plan, previous: Mapping[str, Any]) -> bool:
     """Whether a resumed run has every store finished and every export up to date."""
     return all(
-        _finished(scene.store, plan) is not None
+        _finished(scene.store, plan, scene) is not None
         and all(
             _export_up_to_date(plan, path, fmt, export, scene.store, previous)
             for (path, fmt), export in zip(scene.exports, plan.workflow.exports, strict=True)
@@ -426,7 +446,7 @@ def _run_scene(
 
     w = plan.workflow
     record.megapixels = scene.megapixels or 0.0
-    finished = _finished(scene.store, plan) if resume else None
+    finished = _finished(scene.store, plan, scene) if resume else None
     if finished is not None:
         record.status = "skipped (complete)"
         before = finished.get("report") or {}

@@ -1,8 +1,9 @@
 """Whether an existing store may be resumed: every setting that shapes its pixels must match.
 
 A store records what made it (model hash, tile, halo, bands, precision, source, threshold,
-shape, classes, probability encoding). Resuming with any of them changed would mix two
-results in one store, so it is refused with every difference named (pure: works on attrs).
+shape, classes, probability encoding, test-time augmentation, stain normalisation). Resuming
+with any of them changed would mix two results in one store, so it is refused with every
+difference named (pure: works on attrs).
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ def _plain(key: str) -> Callable[[Mapping[str, Any]], Any]:
     return get
 
 
+def _stain(attrs: Mapping[str, Any]) -> Any:
+    """Stain normalisation: the method and its target (the fit on the slide is repeatable)."""
+    stain = attrs.get("stain")
+    if not isinstance(stain, Mapping):
+        return "none"
+    return {"method": stain.get("method"), "target": stain.get("target")}
+
+
 #: What must match to resume, and how each is read from the attributes.
 RESUME_KEYS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "model": _model,
@@ -68,6 +77,15 @@ RESUME_KEYS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "threshold": _float("threshold"),
     "classes": _plain("classes"),
     "probabilities": _plain("probabilities_dtype"),
+    "tta": _plain("tta"),
+    "stain": _stain,
+}
+#: The attribute each key is read from, where it is not the key itself: a store that does not
+#: record it (an older version) is not held to it.
+_RECORDED_AS: dict[str, tuple[str, ...]] = {
+    "source": ("source_id", "source"),
+    "precision": ("precision_requested",),
+    "probabilities": ("probabilities_dtype",),
 }
 
 
@@ -88,10 +106,13 @@ def check_resume(path: str | Path, old: Mapping[str, Any], new: Mapping[str, Any
         Naming every difference, old value then new.
     """
     before, after = fingerprint(old), fingerprint(new)
+    recorded = {
+        key for key in RESUME_KEYS if any(name in old for name in _RECORDED_AS.get(key, (key,)))
+    }
     diff = [
         f"{key} {before[key]!r} != {after[key]!r}"
         for key in RESUME_KEYS
-        if before[key] is not None and before[key] != after[key]
+        if key in recorded and before[key] is not None and before[key] != after[key]
     ]
     if diff:
         raise StoreError(

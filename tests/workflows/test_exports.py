@@ -143,3 +143,30 @@ def test_every_vectorize_setting_but_chunk_makes_a_vector_export_stale(
     # the chunk size does not change the (exact) result: not a reason to rebuild
     rechunked = export_settings("gpkg", export, Vectorize(instances="distance", chunk=64))
     assert stale_reason(path, store, rechunked, previous) is None
+
+
+def test_resume_of_a_complete_store_with_other_pixel_settings_is_refused_naming_them(
+    tiny_model: Path, geotiff_factory: Callable[..., Path], tmp_path: Path, local_client: Any
+) -> None:
+    """A complete store is not "finished" for a run that would make other pixels: the run
+    stops naming the difference instead of keeping the store (and its exports) as they are."""
+    scene = geotiff_factory("c.tif", height=32, width=32, seed=5)
+    spec = _spec(tiny_model, scene, tmp_path / "out")
+    spec["inference"] = {"precision": "fp32"}
+    workflows.run(spec, client=local_client, progress=False, stream=io.StringIO())
+    changes = [
+        ({"tiling": {"halo": 32}}, r"halo \d+ != 32"),
+        ({"read": {"bands": [3, 2, 1]}}, r"bands \[1, 2, 3\] != \[3, 2, 1\]"),
+        ({"inference": {"precision": "bf16"}}, "precision 'fp32' != 'bf16'"),
+        ({"inference": {"tta": 2}}, "tta 1 != 2"),
+    ]
+    for overrides, named in changes:
+        with pytest.raises(StoreError, match=f"cannot resume .*{named}"):
+            workflows.run(
+                spec, resume=True, client=local_client, progress=False,
+                stream=io.StringIO(), overrides=overrides,
+            )  # fmt: skip
+    same = workflows.run(
+        spec, resume=True, client=local_client, progress=False, stream=io.StringIO()
+    )
+    assert same.scenes[0].status == "skipped (complete)"

@@ -31,6 +31,8 @@ ATTRS = {
     "bands": [1, 2, 3],
     "precision_requested": "fp32",
     "threshold": 0.5,
+    "tta": 1,
+    "stain": None,
     "run_id": "run-1",
 }
 
@@ -97,6 +99,8 @@ def test_existing_store_needs_a_flag(tmp_path):
         ("threshold", 0.7, "threshold 0.5 != 0.7"),
         ("source", "other.tif", "source '.*scene.tif' != '.*other.tif'"),
         ("probabilities_dtype", "float32", "probabilities 'uint8' != 'float32'"),
+        ("tta", 2, "tta 1 != 2"),
+        ("stain", {"method": "reinhard", "target": {"m": 1}}, "stain 'none' != .*reinhard"),
     ],
 )
 def test_resume_refuses_other_settings(tmp_path, key, value, named):
@@ -112,6 +116,13 @@ def test_resume_names_every_difference(tmp_path):
     _create(path)
     with pytest.raises(StoreError, match="tile 16 != 32; halo 8 != 4"):
         _create(path, resume=True, attrs={**ATTRS, "tile": 32, "halo": 4})
+
+
+def test_a_store_that_does_not_record_a_setting_is_not_held_to_it(tmp_path):
+    path = tmp_path / "s.zarr"
+    older = {k: v for k, v in ATTRS.items() if k not in ("tta", "stain")}
+    _create(path, attrs=older)
+    _create(path, resume=True, attrs={**ATTRS, "tta": 2, "stain": {"method": "macenko"}})
 
 
 def test_status_setter_checks_the_run_id(tmp_path):
