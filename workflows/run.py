@@ -128,7 +128,8 @@ def _finished(store: Path, plan: Plan, scene: Scene | None = None) -> dict[str, 
         "tta": (attrs.get("tta"), inference.tta),
         # ``auto``: the model's own halo, which the store records beside the halo it used
         "halo": (
-            attrs.get("halo"), model.get("halo") if w.tiling.halo == "auto" else w.tiling.halo
+            attrs.get("halo"),
+            model.get("halo") if w.tiling.halo == "auto" else w.tiling.halo,
         ),
         # ``auto`` resolves per device; a named precision must be the one the store used
         "precision": (
