@@ -70,6 +70,7 @@ from pipeline.infer.predictor import (
 )
 from pipeline.infer.tile import Submitted, encode_tile
 from pipeline.infer.tta import with_tta
+from pipeline.read.geotiff import GeoTiffSource
 from pipeline.read.location import location_exists
 from pipeline.read.mask import fill_invalid, invalid_mask
 from pipeline.read.open import open_source
@@ -982,9 +983,16 @@ def _tissue_mask(src: Source, tissue: str) -> TissueMask | None:
     if tissue != "auto":
         raise ConfigError(
             f"--tissue {tissue} applies to slides; {src.name} is a {type(src).__name__} whose "
-            "nodata/alpha mask decides which tiles are skipped"
+            f"nodata/alpha mask decides which tiles are skipped{_as_slide_hint(src)}"
         )
     return None
+
+
+def _as_slide_hint(src: Source) -> str:
+    """How to read a TIFF without georeferencing as a slide, for the refusals of slide options."""
+    if not isinstance(src, GeoTiffSource) or src.georef.crs is not None:
+        return ""
+    return "; to read this TIFF as a slide, add --level 0 (or --source-mpp UM)"
 
 
 def _stain(
@@ -994,7 +1002,10 @@ def _stain(
     if read.stain == "none":
         return None
     if not isinstance(src, SlideSource):
-        raise ConfigError(f"--stain {read.stain} applies to slides; {src.name} is not a slide")
+        raise ConfigError(
+            f"--stain {read.stain} applies to slides; {src.name} is not a slide"
+            f"{_as_slide_hint(src)}"
+        )
     card = info.extra.get("stain")
     return fit_slide(src, read.stain, target=read.stain_target, card=card, tissue=mask)
 

@@ -157,8 +157,23 @@ def test_tissue_option_on_a_geotiff_is_refused(tmp_path, model):
     from tests.pipeline.read.synthetic import write_geotiff, xy_image
 
     tif = write_geotiff(tmp_path / "g.tif", xy_image(3, 64, 64))
-    with pytest.raises(ConfigError, match="--tissue off applies to slides"):
+    with pytest.raises(ConfigError, match="--tissue off applies to slides") as refused:
         predict(tif, model, tmp_path / "g.zarr", tile=64, workers=0, tissue="off", progress=False)
+    assert "--level 0" not in str(refused.value)  # georeferenced: not a slide
+
+
+def test_slide_options_on_a_plain_tiff_say_how_to_read_it_as_a_slide(tmp_path, model):
+    # one level, no georeferencing, no slide metadata: read as a raster unless asked
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, textured(96, 128), photometric="rgb", tile=(64, 64))
+    hint = "to read this TIFF as a slide, add --level 0"
+    for option in ({"tissue": "fluorescence"}, {"stain": "macenko"}):
+        with pytest.raises(ConfigError, match=hint):
+            predict(plain, model, tmp_path / "p.zarr", tile=64, workers=0, progress=False,
+                    **option)  # fmt: skip
+    report = predict(plain, model, tmp_path / "p.zarr", level=0, tile=64, workers=0,
+                     tissue="off", progress=False)  # fmt: skip
+    assert report.tiles_computed == report.tiles_total == 4  # 96 x 128 in 64 px tiles
 
 
 # -- stain -------------------------------------------------------------------------------
