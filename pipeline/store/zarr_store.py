@@ -342,6 +342,10 @@ def _create_layout(
     consolidate(store)
 
 
+#: CF attributes GDAL's Zarr driver reads from ``.zattrs``.
+_GDAL_CF_ATTRS = ("scale_factor", "add_offset", "units")
+
+
 def _gdal_nodata(name: str, probabilities: str, attrs: Mapping[str, Any]) -> int | str | None:
     """Return the Zarr v2 ``fill_value`` GDAL is to see for an array: its nodata value.
 
@@ -388,6 +392,9 @@ def _write_v2_sidecar(
         "dimension_separator": "/",
     }
     zattrs: dict[str, Any] = {"_ARRAY_DIMENSIONS": list(array.metadata.dimension_names)}
+    # GDAL turns CF scale_factor/add_offset/units into the band's scale, offset and unit:
+    # uint8 probabilities then read as p (``ReadAsArray`` raw, scaled by QGIS and gdalinfo)
+    zattrs.update({k: v for k, v in array.attrs.items() if k in _GDAL_CF_ATTRS})
     if crs_wkt is not None:
         zattrs["_CRS"] = {"wkt": crs_wkt}
     (path / ".zarray").write_text(json.dumps(zarray, indent=2))

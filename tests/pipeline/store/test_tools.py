@@ -89,6 +89,7 @@ def test_gdal_sees_the_store_nodata_not_the_zarr_fill(stores):
         assert (ds.read_masks(1)[labels == 0] == 255).all()
     with rasterio.open(f'ZARR:"{stores["sample"] / "probabilities"}"') as ds:
         assert ds.nodata is None  # uint8 p*255: 0 is a probability
+        assert ds.scales == (1 / 255,) and ds.offsets == (0.0,) and ds.units == ("1",)
     half = _raw(stores["half"], "probabilities")
     with rasterio.open(f'ZARR:"{stores["half"] / "probabilities"}"') as ds:
         assert np.isnan(ds.nodata)
