@@ -43,6 +43,11 @@ def export_tissue(store: str | Path, out: str | Path, *, overwrite: bool = False
     record = attrs.get("tissue") or {}
     mask = read_mask(path, TISSUE) if record.get("scale") else None
     if mask is None:
+        if record.get("reason"):  # a slide run that used no mask, and said why
+            raise InputError(
+                f"{path} records no tissue mask: the run used none ({record['reason']}); "
+                "predict again with --tissue FILE to give one"
+            )
         raise InputError(
             f"{path} records no tissue mask (a GeoTIFF run, or a slide run with --tissue off); "
             "predict the slide with --tissue auto|brightfield|fluorescence|FILE first"

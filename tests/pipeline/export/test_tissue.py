@@ -79,3 +79,14 @@ def test_cli_export_tissue(tmp_path, run):
     )
     assert bad.returncode != 0 and "give --out F.geojson" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_that_used_no_mask_says_why(tmp_path, run):
+    model, _, _ = run
+    rng = np.random.default_rng(2)
+    full = np.clip(np.array([200.0, 110, 180]) + rng.normal(0, 20, (128, 160, 3)), 0, 255)
+    slide = write_svs(tmp_path / "full.svs", full.astype(np.uint8), levels=1, tile=64)
+    predict(slide, model, tmp_path / "f.zarr", tile=64, workers=0, progress=False)
+    with pytest.raises(InputError, match=r"the run used none \(no tissue/background contrast"):
+        export_tissue(tmp_path / "f.zarr", tmp_path / "f.geojson")
+    assert not (tmp_path / "f.geojson").exists()
