@@ -695,10 +695,15 @@ def _predict_claimed(
             exact=exact,
             notes=list(notes),
         )
-        validity = src.validity() if mask is None else mask.validity
-        if mask is not None and mask.validity is not None:
-            write_mask(store_path, TISSUE, mask.validity.mask, attrs["tissue"])
-        todo = _split_tiles(grid, ledger, validity, src, store_path, attrs["run_id"], report)
+        try:
+            # reads the whole file's mask (nodata): a corrupt block can fail here already
+            validity = src.validity() if mask is None else mask.validity
+            if mask is not None and mask.validity is not None:
+                write_mask(store_path, TISSUE, mask.validity.mask, attrs["tissue"])
+            todo = _split_tiles(grid, ledger, validity, src, store_path, attrs["run_id"], report)
+        except Exception as exc:
+            _mark_failed(report, exc, attrs["run_id"])
+            raise
         ref = ModelRef(
             info, device=inference.device, precision=inference.precision, threads=tasks.threads
         )
@@ -743,6 +748,18 @@ def _predict_claimed(
     claim.commit()  # an overwrite's new store replaces the old one only now
     report.status = "complete"
     return report
+
+
+def _mark_failed(report: PredictReport, exc: BaseException, run_id: str | None) -> None:
+    """Never leave a store "running" after an error: mark it failed, and say why.
+
+    Only this run's store; the original error is what the user must see, so a store that
+    cannot be marked is left as it is.
+    """
+    reason = " ".join((str(exc) or type(exc).__name__).split())[:500]
+    with contextlib.suppress(StoreError, OSError):
+        set_status(report.store, "failed", run_id=run_id, error=reason)
+    report.status = "failed"
 
 
 def _execute_or_mark(
@@ -1125,12 +1142,6 @@ def _execute(
         for _ in results:
             pass
     except Exception as exc:
-        # never leave a store "running" after an error: mark it failed, and say why
-        reason = " ".join((str(exc) or type(exc).__name__).split())[:500]
-        # only this run's store; the original error is what the user must see
-        with contextlib.suppress(StoreError, OSError):
-            run_id = jobs[0].run_id if jobs else None
-            set_status(report.store, "failed", run_id=run_id, error=reason)
-        report.status = "failed"
+        _mark_failed(report, exc, jobs[0].run_id if jobs else None)
         raise
     report.precision = ",".join(sorted(precisions))

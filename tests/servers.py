@@ -18,6 +18,7 @@ import functools
 import re
 import shutil
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -126,6 +127,12 @@ class _Server(ThreadingHTTPServer):
     root: Path
     counter: Counter
     auth: str | None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet when a client hangs up (GDAL drops a connection after a failed read)."""
+        if isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
+            return
+        super().handle_error(request, client_address)
 
 
 class RangeServer:

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.errors import ReadError
+
 __all__ = ["CELL", "block_validity", "present_blocks"]
 
 
@@ -54,14 +56,26 @@ def present_blocks(dataset: Any, bands: tuple[int, ...]) -> npt.NDArray[np.bool_
 CELL = 32
 
 
+def _reason(exc: BaseException) -> str:
+    from pipeline.read.geotiff import gdal_reason
+
+    return gdal_reason(exc)
+
+
 def block_validity(
-    dataset: Any, bands: tuple[int, ...]
+    dataset: Any, bands: tuple[int, ...], name: str | None = None
 ) -> tuple[npt.NDArray[np.bool_], tuple[int, int]]:
     """Return ``(mask, (CELL, CELL))``: ``mask`` is True for cells holding a valid pixel.
 
     A cell counts as valid when any of its pixels is valid in GDAL's dataset mask (nodata,
     alpha band or internal mask) -- exact, never sampled. Reads follow the file's blocks (a
     strip of them per call, widened to whole cells); absent blocks are not read.
+
+    Raises
+    ------
+    ReadError
+        A block that cannot be decoded: one line naming the file (``name``, without
+        credentials), the window and GDAL's message.
     """
     from rasterio.windows import Window
 
@@ -80,7 +94,16 @@ def block_validity(
         for run in np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1):
             c0 = int(run[0]) * block_cols // CELL * CELL
             c1 = min((int(run[-1]) + 1) * block_cols, dataset.width)
-            mask = dataset.dataset_mask(window=Window(c0, r0, c1 - c0, r1 - r0)) > 0
+            reason: str | None = None
+            try:
+                mask = dataset.dataset_mask(window=Window(c0, r0, c1 - c0, r1 - r0)) > 0
+            except Exception as exc:
+                reason = _reason(exc)
+            if reason is not None:  # raised outside the handler: see read_window
+                raise ReadError(
+                    f"{name or dataset.name}: cannot read window rows {r0}:{r1}, cols {c0}:{c1} "
+                    f"to find its valid pixels ({reason})"
+                )
             mask = np.pad(mask, ((0, -(r1 - r0) % CELL), (0, -(c1 - c0) % CELL)))
             cells = mask.reshape(mask.shape[0] // CELL, CELL, mask.shape[1] // CELL, CELL)
             row, col = r0 // CELL, c0 // CELL

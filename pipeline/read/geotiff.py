@@ -225,5 +225,5 @@ class GeoTiffSource(Source):
         if all(item == [MaskFlags.all_valid] for item in flags):
             return None
         with lock, remote_env(self.path):
-            mask, cell = block_validity(dataset, self.bands)
+            mask, cell = block_validity(dataset, self.bands, self.name)
         return Validity(mask, (float(cell[0]), float(cell[1])), exact=True)

@@ -112,9 +112,23 @@ def redact(location: Any) -> str:
 _URL_IN_TEXT = re.compile(r"(?:/vsicurl/)?(?:https?|s3|gs|az|azure)://[^\s'\"()<>]+")
 
 
+_PARAM_IN_TEXT = re.compile(r"([?&])([\w.-]+)=([^&\s'\"()<>,;]*)")
+
+
 def redact_text(text: str) -> str:
-    """Every URL inside ``text`` (a GDAL or HTTP error message) passed through :func:`redact`."""
-    return _URL_IN_TEXT.sub(lambda match: redact(match.group(0)), text)
+    """Every URL inside ``text`` (a GDAL or HTTP error message) passed through :func:`redact`.
+
+    Secret query values are removed wherever they appear, also after a bare file name: GDAL
+    names a dataset by its base name, query string included (``scene.tif?X-Amz-Signature=...``).
+    """
+    text = _URL_IN_TEXT.sub(lambda match: redact(match.group(0)), text)
+
+    def _param(match: re.Match[str]) -> str:
+        mark, key, value = match.groups()
+        secret = _SECRET_KEYS.search(key.replace("-", "_"))
+        return f"{mark}{key}={'REDACTED' if secret else value}"
+
+    return _PARAM_IN_TEXT.sub(_param, text)
 
 
 #: What to do about a remote read GDAL refused, by a fragment of GDAL's message.

@@ -20,6 +20,7 @@ import pytest
 import rasterio
 import zarr
 
+from pipeline.errors import ReadError
 from pipeline.stitch import read_attrs
 from tests.servers import copy_to
 from workflows.cli import main
@@ -238,10 +239,39 @@ def test_corrupt_middle_tile_fails_naming_file_and_window(
     out = tmp_path / "bad.zarr"
     assert _predict(http_server.url("bad.tif"), tiny_model, out) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
+    assert len(err) == 1, "\n".join(err)
     assert err[0].startswith(f"gigaseg predict: error: {http_server.url('bad.tif')}: ")
     assert "cannot read window rows " in err[0] and "TIFFReadEncodedTile" in err[0]
     assert read_attrs(out).get("status") != "complete"
+
+
+def test_corrupt_tile_of_a_nodata_scene_marks_the_store_failed(
+    http_server, tiny_model, tmp_path, capsys
+):
+    from tests.pipeline.read.test_remote import _corrupt_block
+
+    path = write_geotiff(http_server.root / "bad.tif", height=128, width=128, seed=4)
+    with rasterio.open(path) as dataset:
+        profile, pixels = dataset.profile, dataset.read()
+    profile.update(tiled=True, blockxsize=32, blockysize=32, compress="deflate", nodata=0)
+    with rasterio.open(path, "w", **profile) as out:
+        out.write(np.maximum(pixels, 1))
+    _corrupt_block(path, 2, 2)
+    url = http_server.url("bad.tif?X-Amz-Signature=s3cretsig")
+    out = tmp_path / "bad.zarr"
+    assert _predict(url, tiny_model, out) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, "\n".join(err)
+    assert err[0].startswith(f"gigaseg predict: error: {http_server.url('bad.tif')}?")
+    assert "cannot read window rows " in err[0] and "TIFFReadEncodedTile" in err[0]
+    assert "s3cretsig" not in err[0]
+    attrs = read_attrs(out)
+    assert attrs["status"] == "failed" and "cannot read window rows" in attrs["error"]
+    assert "s3cretsig" not in (out / "zarr.json").read_text()
+    # --debug lets the error through (Python prints its traceback)
+    argv = ["--debug", "predict", url, "--model", str(tiny_model), "--out", str(out)]
+    with pytest.raises(ReadError, match="cannot read window rows"):
+        main([*argv, "--overwrite", "--workers", "0", "--no-progress"])
 
 
 def test_credentials_stay_out_of_stores_and_reports(tmp_path, tiny_model, scene):

@@ -143,6 +143,22 @@ def test_corrupt_middle_tile_names_file_and_window(tmp_path):
     assert type(sent) is ReadError and str(sent) == message
 
 
+def test_corrupt_tile_of_a_nodata_file_fails_validity_in_one_line(http_server):
+    # with nodata, the client reads the whole file's mask before any tile (exact skipping)
+    path = write_geotiff(
+        http_server.root / "bad.tif", xy_image(1, 128, 128) + 1, nodata=0, compress="deflate"
+    )
+    _corrupt_block(path, 2, 1)
+    url = http_server.url("bad.tif?X-Amz-Signature=s3cretsig&X-Amz-Date=1")
+    source = open_source(url)
+    with pytest.raises(ReadError) as caught:
+        source.validity()
+    message = str(caught.value)
+    assert "\n" not in message and "s3cretsig" not in message  # GDAL names bad.tif?X-Amz-...
+    assert message.startswith(f"{redact(url)}: cannot read window rows ")
+    assert "to find its valid pixels" in message and "TIFFReadEncodedTile" in message
+
+
 def test_missing_remote_file_is_one_line_without_credentials(http_server):
     with pytest.raises(InputError) as caught:
         open_source(f"http://me:pw@127.0.0.1:{http_server.port}/nowhere.tif")
