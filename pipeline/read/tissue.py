@@ -9,9 +9,10 @@ smaller than a mask pixel is not lost):
 - ``fluorescence``: objects are brighter than the dark background (DAPI, immunofluorescence):
   Otsu threshold, keep above.
 - ``auto``: the polarity comes from the slide's metadata when it says (OME-XML channels with an
-  emission wavelength or a fluorescence illumination; more than three channels, or 16-bit
-  channels), else from its pixels: the glass at the slide's border is brighter than the Otsu
-  threshold in brightfield, darker in fluorescence. The choice and its reason are reported.
+  emission wavelength or a fluorescence illumination; other than one or three channels, one
+  16-bit channel, or three channel planes), else from its pixels (16-bit RGB too): the glass
+  at the slide's border is brighter than the Otsu threshold in brightfield, darker in
+  fluorescence. The choice and its reason are reported.
 - ``off``: every tile is run.
 - a file: a GeoJSON / QuPath annotation (polygons in level-0 pixels) or a mask raster (any
   size, stretched over the slide; non-zero is tissue).
@@ -152,8 +153,10 @@ def _metadata_polarity(source: SlideSource) -> str | None:  # noqa: PLR0911 (one
     """Fluorescence when the file says so; ``None`` when it does not say."""
     if source.count not in (1, 3):
         return f"fluorescence (the slide has {source.count} channels, not RGB)"
-    if np.dtype(source.dtype).itemsize > 1:
-        return f"fluorescence (the slide's channels are {source.dtype}, not 8-bit RGB)"
+    if np.dtype(source.dtype).itemsize > 1 and source.count == 1:
+        return f"fluorescence (the slide has one {source.dtype} channel)"
+    if source.count == 3 and source.backend == "tiffslide" and _separate_channels(source):
+        return "fluorescence (the slide's three channels are separate planes, not RGB)"
     if source.backend != "tiffslide":
         return None
     xml = getattr(source._slide().ts_tifffile, "ome_metadata", None)
@@ -165,6 +168,11 @@ def _metadata_polarity(source: SlideSource) -> str | None:  # noqa: PLR0911 (one
     if 'IlluminationType="Transmitted"' in text:
         return "brightfield (OME-XML illumination is transmitted light)"
     return None
+
+
+def _separate_channels(source: SlideSource) -> bool:
+    """Whether the slide stores its channels as planes (``CYX``), as fluorescence does."""
+    return str(source._slide().properties.get("tiffslide.series-axes")) == "CYX"
 
 
 def choose_polarity(

@@ -195,3 +195,25 @@ def test_objects_smaller_than_a_mask_pixel_are_kept(tmp_path):
     banded = source.pooled_overview(128, band_bytes=1)
     for a, b in zip(whole[:3], banded[:3], strict=True):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["brightfield", "fluorescence"])
+def test_16_bit_rgb_is_judged_by_its_pixels(tmp_path, kind):
+    # 16-bit RGB is not fluorescence by itself: an H&E scan saved at 16 bits kept its glass
+    # and skipped its tissue (IoU 0.002) when the bit depth decided (issue 10)
+    make = brightfield if kind == "brightfield" else fluorescence
+    image, truth = make(300, 400, seed=1)
+    path = tmp_path / "rgb16.tif"
+    tifffile.imwrite(path, image.astype(np.uint16) * 257, photometric="rgb", tile=(64, 64))
+    mask = detect_tissue(open_source(path, level=0), "auto", max_size=256)
+    assert mask.polarity == kind and mask.reason.startswith("from pixels")
+    assert _iou(mask.validity.mask, _truth_at(truth, mask.validity.mask.shape)) > 0.9
+
+
+def test_three_fluorescence_planes_are_fluorescence(tmp_path):
+    image, _ = fluorescence(200, 240, seed=3)
+    planes = np.ascontiguousarray(np.moveaxis(image, -1, 0)).astype(np.uint16)
+    path = tmp_path / "planes.ome.tif"
+    tifffile.imwrite(path, planes, photometric="minisblack", tile=(64, 64))
+    mask = detect_tissue(open_source(path), "auto", max_size=256)
+    assert mask.polarity == "fluorescence" and "separate planes" in mask.reason
