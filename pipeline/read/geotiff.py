@@ -191,9 +191,16 @@ class GeoTiffSource(Source):
         if not any(flag in (MaskFlags.per_dataset, MaskFlags.alpha) for flag in flags):
             return np.ones((window.height, window.width), dtype=bool)
         rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
-        with lock, remote_env(self.path):
-            mask: npt.NDArray[np.bool_] = dataset.dataset_mask(window=rio_window) > 0
-        return mask
+        try:
+            with lock, remote_env(self.path):
+                mask: npt.NDArray[np.bool_] = dataset.dataset_mask(window=rio_window) > 0
+                return mask
+        except Exception as exc:
+            reason = gdal_reason(exc)
+        raise ReadError(  # outside the handler: see read_window
+            f"{self.name}: cannot read the mask of window rows {window.row_off}:"
+            f"{window.row_stop}, cols {window.col_off}:{window.col_stop} ({reason})"
+        )
 
     def thumbnail(self, max_size: int = 1024) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
         """Average-resampled overview (GDAL reads the file's overviews when it has them)."""
@@ -203,14 +210,21 @@ class GeoTiffSource(Source):
         height, width = self.shape
         scale = min(1.0, max_size / max(height, width))
         out_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
-        with lock, remote_env(self.path):
-            pixels = dataset.read(
-                list(self.bands),
-                out_shape=(self.count, *out_shape),
-                resampling=Resampling.average,
-            )
-            valid = dataset.read_masks(self.bands[0], out_shape=out_shape) > 0
-        return np.asarray(pixels), valid
+        try:
+            with lock, remote_env(self.path):
+                pixels = dataset.read(
+                    list(self.bands),
+                    out_shape=(self.count, *out_shape),
+                    resampling=Resampling.average,
+                )
+                valid = dataset.read_masks(self.bands[0], out_shape=out_shape) > 0
+                return np.asarray(pixels), valid
+        except Exception as exc:
+            reason = gdal_reason(exc)
+        raise ReadError(
+            f"{self.name}: cannot read a {out_shape[0]}x{out_shape[1]} overview of the "
+            f"{height}x{width} image ({reason})"
+        )
 
     def validity(self, max_size: int = 1024) -> Validity | None:
         """Return which of the file's blocks hold data, exactly (None: every pixel is valid).

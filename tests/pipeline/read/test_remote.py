@@ -157,6 +157,13 @@ def test_corrupt_tile_of_a_nodata_file_fails_validity_in_one_line(http_server):
     assert "\n" not in message and "s3cretsig" not in message  # GDAL names bad.tif?X-Amz-...
     assert message.startswith(f"{redact(url)}: cannot read window rows ")
     assert "to find its valid pixels" in message and "TIFFReadEncodedTile" in message
+    # the overview preview draws from: the same one line
+    with pytest.raises(ReadError) as caught:
+        source.thumbnail(128)
+    message = str(caught.value)
+    assert "\n" not in message and "s3cretsig" not in message
+    assert message.startswith(f"{redact(url)}: cannot read a 128x128 overview of the 128x128 ")
+    assert "TIFFReadEncodedTile" in message
 
 
 def test_missing_remote_file_is_one_line_without_credentials(http_server):
