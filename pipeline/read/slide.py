@@ -133,6 +133,10 @@ def _yx_shape(shape: tuple[int, ...], axes: str) -> tuple[int, int]:
     return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
 
 
+#: tifffile's names of a slide's associated images (lower case): not pyramid levels.
+_ASSOCIATED = {"thumbnail", "label", "macro", "overview"}
+
+
 def native_levels(slide: Any) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Return the pyramid of a tiffslide slide: ``(series, level)``, ``(rows, cols)`` per level.
 
@@ -142,7 +146,9 @@ def native_levels(slide: Any) -> tuple[list[tuple[int, int]], list[tuple[int, in
     drop. When the main series has one level, the following series with the same axes, dtype
     and channels, each smaller on both axes than the last level, are its levels if they are
     marked reduced-resolution (``NewSubfileType`` bit 0), or if their aspect ratio is the main
-    one's within 2 % (labels and macro images are not).
+    one's within 2 % (labels and macro images are not). Associated images (tifffile's series
+    named Thumbnail, Label, Macro or Overview: Aperio marks its label and macro images
+    reduced-resolution too) are never levels.
     """
     tiff = slide.ts_tifffile
     main = int(slide.properties.get("tiffslide.series-index", 0))
@@ -162,6 +168,8 @@ def native_levels(slide: Any) -> tuple[list[tuple[int, int]], list[tuple[int, in
         height, width = _yx_shape(series.shape, axes)
         if not (height < dims[-1][0] and width < dims[-1][1]):
             continue
+        if str(getattr(series, "name", "")).lower() in _ASSOCIATED:
+            continue  # an SVS/NDPI thumbnail, label or macro image, never a level
         page = series.keyframe
         reduced = bool(int(getattr(page, "subfiletype", 0)) & 1)
         aspect = (height0 / height) / (width0 / width)

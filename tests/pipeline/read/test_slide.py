@@ -167,3 +167,19 @@ def test_rgba_slide_reads_rgb(tmp_path):
     with tifffile.TiffFile(path) as tiff:
         truth = np.moveaxis(tiff.pages[1].asarray(), -1, 0)[:3]
     assert np.array_equal(source.read(Window(0, 0, 65, 75)), truth)
+
+
+def test_an_svs_thumbnail_label_and_macro_are_not_pyramid_levels():
+    """Aperio marks its label and macro images reduced-resolution: they are still not levels."""
+    from pathlib import Path
+
+    import tiffslide
+
+    from pipeline.read.slide import native_levels
+
+    svs = Path(__file__).parents[2] / "data" / "wsi" / "CMU-1-Small-Region.svs"
+    with tiffslide.TiffSlide(svs) as slide:
+        names = [s.name for s in slide.ts_tifffile.series]
+        levels = native_levels(slide)
+    assert names[1:] == ["Thumbnail", "Label", "Macro"]
+    assert levels == ([(0, 0)], [(2967, 2220)])
