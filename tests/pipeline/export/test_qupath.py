@@ -74,3 +74,37 @@ def test_qupath_export_of_a_slide_run_has_measurements_and_card_colours(tmp_path
         assert m["Circularity"] == pytest.approx(min(circularity, 1.0), rel=1e-9)
         assert 0.5 <= m["Mean probability"] <= 1.0  # pixels above the 0.5 threshold
         assert "area_um2" not in m and "mean_probability" not in m
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_a_feature_at_a_known_place_lands_there_in_level0_pixels(tmp_path, level):
+    # a dark rectangle at x 400..700, y 300..500 of level 0 on a pyramid with fractional,
+    # per-axis downsamples (1001 x 1203: level 2 is 4.004 x 4.01), run at level 1 or 2
+    from tests.pipeline.read.slides import write_svs
+
+    image = np.full((1001, 1203, 3), 240, np.uint8)
+    image[300:500, 400:700] = 60
+    slide = write_svs(tmp_path / "box.svs", image, levels=3, tile=128, mpp=0.25)
+    model = tmp_path / "dark.pt"
+    torch.jit.save(torch.jit.script(DarkStain().eval()), str(model))
+    card = {
+        "input": {"layout": "NCHW", "channels": 3, "multiple": 4,
+                  "normalisation": {"bit_depth": 8, "mean": [0.75] * 3, "std": [1.0] * 3}},
+        "halo": 4, "output": {"layout": "NCHW", "activation": "none"},
+        "classes": [{"name": "box", "color": COLOR}],
+    }  # fmt: skip
+    (tmp_path / "dark.card.yaml").write_text(yaml.safe_dump(card))
+    store = tmp_path / "box.zarr"
+    predict(slide, model, store, level=level, tile=96, workers=0, progress=False)
+    out = tmp_path / "box.qupath.geojson"
+    vectorize(store, out, workers=0, progress=False)
+    (feature,) = json.loads(out.read_text())["features"]
+    box = shapely.geometry.shape(feature["geometry"])
+    reach = 1.5 * 2.0**level  # the level's blurred edge: a level pixel and a half
+    assert np.allclose(box.bounds, (400, 300, 700, 500), atol=reach), box.bounds
+    m = feature["properties"]["measurements"]
+    assert m["Area µm^2"] == pytest.approx(box.area * 0.25**2, rel=1e-9)  # µm from level 0
+    assert m["Perimeter µm"] == pytest.approx(box.length * 0.25, rel=1e-9)
+    low, high = (300 - 2 * reach) * (200 - 2 * reach), (300 + 2 * reach) * (200 + 2 * reach)
+    assert low * 0.25**2 <= m["Area µm^2"] <= high * 0.25**2
+    assert m["Circularity"] == pytest.approx(4 * np.pi * 300 * 200 / 1000**2, rel=0.05)
