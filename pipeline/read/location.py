@@ -215,7 +215,9 @@ def read_bytes(location: str) -> bytes:
         if scheme in ("http", "https"):
             import urllib.request
 
-            with urllib.request.urlopen(text, timeout=60) as answer:
+            url, headers = _http_request(text)
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=60) as answer:
                 data: bytes = answer.read()
                 return data
         if scheme == "s3" or text.startswith("/vsis3/"):
@@ -223,12 +225,48 @@ def read_bytes(location: str) -> bytes:
     except InputError:
         raise
     except Exception as exc:
-        reason = " ".join(str(exc).split())
-        raise InputError(f"cannot read {redact(location)} ({reason})") from None
+        code = getattr(exc, "code", None)
+        if isinstance(code, int):  # urllib's HTTPError: said the way GDAL says it
+            exc.close()  # type: ignore[attr-defined]
+            reason = f"HTTP response code: {code}"
+        else:
+            reason = redact_text(" ".join(str(exc).split()))
+        hint = remote_hint(reason)
+        raise InputError(
+            f"cannot read {redact(location)} ({reason})" + (f": {hint}" if hint else "")
+        ) from None
     raise InputError(
         f"cannot read {redact(location)} as a small file: only local paths, http(s):// and "
         "s3:// are supported here; give an https URL"
     )
+
+
+def _http_request(url: str) -> tuple[str, dict[str, str]]:
+    """Return ``url`` without ``user:pass@`` and the headers GDAL would send for it.
+
+    Credentials come as GDAL takes them for rasters: ``user:pass@`` in the URL or
+    ``GDAL_HTTP_USERPWD`` (basic auth), and ``GDAL_HTTP_HEADERS`` (``"Name: value"`` pairs,
+    comma- or line-separated), so a STAC item or outline file behind the same server as its
+    images opens with the same settings.
+    """
+    import base64
+    from urllib.parse import unquote
+
+    parts = urlsplit(url)
+    headers: dict[str, str] = {}
+    userinfo = ""
+    if "@" in parts.netloc:
+        userinfo, netloc = parts.netloc.rsplit("@", 1)
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        userinfo = unquote(userinfo)
+    userinfo = userinfo or os.environ.get("GDAL_HTTP_USERPWD", "")
+    if userinfo:
+        headers["Authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode()
+    for line in re.split(r"[\r\n]+|,(?=\s*[\w-]+:)", os.environ.get("GDAL_HTTP_HEADERS", "")):
+        name, sep, value = line.partition(":")
+        if sep and name.strip():
+            headers[name.strip()] = value.strip()
+    return url, headers
 
 
 def _read_s3(location: str) -> bytes:

@@ -7,6 +7,7 @@ window; credentials never reach messages, ``describe()`` or store attributes.
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import rasterio
 
 from pipeline.errors import InputError, ReadError
 from pipeline.read import GeoTiffSource, open_source, redact, to_gdal_path
-from pipeline.read.location import expand_remote, join_location, location_suffix
+from pipeline.read.location import expand_remote, join_location, location_suffix, read_bytes
 from pipeline.tile.grid import Window
 from tests.servers import RangeServer, copy_to
 
@@ -164,6 +165,29 @@ def test_corrupt_tile_of_a_nodata_file_fails_validity_in_one_line(http_server):
     assert "\n" not in message and "s3cretsig" not in message
     assert message.startswith(f"{redact(url)}: cannot read a 128x128 overview of the 128x128 ")
     assert "TIFFReadEncodedTile" in message
+
+
+def test_small_files_behind_basic_auth_open_as_rasters_do(tmp_path, monkeypatch):
+    """A STAC item / outline file next to its images takes the same credentials as GDAL."""
+    root = tmp_path / "private"
+    root.mkdir()
+    (root / "item.json").write_text('{"type": "Feature"}')
+    server = RangeServer(root, auth="reader:pa:ss").start()
+    try:
+        plain = f"http://127.0.0.1:{server.port}/item.json"
+        in_url = f"http://reader:pa%3Ass@127.0.0.1:{server.port}/item.json?x=1"
+        assert read_bytes(in_url) == b'{"type": "Feature"}'
+        with pytest.raises(InputError) as caught:
+            read_bytes(plain)
+        assert "(HTTP response code: 401): the server asks for credentials" in str(caught.value)
+        monkeypatch.setenv("GDAL_HTTP_USERPWD", "reader:pa:ss")
+        assert read_bytes(plain) == b'{"type": "Feature"}'
+        monkeypatch.delenv("GDAL_HTTP_USERPWD")
+        token = base64.b64encode(b"reader:pa:ss").decode()
+        monkeypatch.setenv("GDAL_HTTP_HEADERS", f"X-Trace: 1\r\nAuthorization: Basic {token}")
+        assert read_bytes(plain) == b'{"type": "Feature"}'
+    finally:
+        server.stop()
 
 
 def test_missing_remote_file_is_one_line_without_credentials(http_server):
