@@ -108,7 +108,7 @@ class TissueMask:
             return f"tissue mask: none ({self.reason})"
         share = f"{100 * float(self.validity.mask.mean()):.0f}% of the slide"
         if self.mode == "file":
-            return f"tissue mask: from {self.file} ({share})"
+            return f"tissue mask: from {self.file} ({self.reason}; {share})"
         return f"tissue mask: {self.polarity} ({self.reason}; {share})"
 
 
@@ -329,6 +329,21 @@ def _load_polygons(path: Path) -> list[Any]:
     return polygons
 
 
+def _beyond(polygons: list[Any], source: SlideSource) -> str:
+    """Warn when polygons reach well past the slide (not level-0 pixels?); else ``""``."""
+    import shapely
+
+    height0, width0 = source.georef.level0_shape or source.shape
+    x0, y0, x1, y1 = shapely.total_bounds(np.asarray(polygons, dtype=object))
+    if x0 < -0.1 * width0 or y0 < -0.1 * height0 or x1 > 1.1 * width0 or y1 > 1.1 * height0:
+        return (
+            f"; warning: they reach x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}, well beyond the "
+            f"slide's level 0 ({width0} x {height0} pixels): are they in level-0 pixels of "
+            "this slide?"
+        )
+    return ""
+
+
 def mask_from_file(path: str, source: SlideSource, max_size: int = _MASK_SIZE) -> TissueMask:
     """Build the user's mask: GeoJSON/QuPath polygons (level-0 pixels) or a mask raster."""
     file = Path(path)
@@ -343,10 +358,11 @@ def mask_from_file(path: str, source: SlideSource, max_size: int = _MASK_SIZE) -
         dx, dy = source.georef.downsample
         # mask pixel -> level-0 pixel
         transform = Affine(scale[1] * dx, 0.0, 0.0, 0.0, scale[0] * dy, 0.0)
+        polygons = _load_polygons(file)
         mask = rasterize(
-            _load_polygons(file), out_shape=out_shape, transform=transform, all_touched=True
+            polygons, out_shape=out_shape, transform=transform, all_touched=True
         ).astype(bool)
-        reason = "polygons in level-0 pixels"
+        reason = "polygons in level-0 pixels" + _beyond(polygons, source)
     else:
         mask = _read_mask_raster(file, (rows, cols), out_shape)
         reason = "mask raster stretched over the slide"

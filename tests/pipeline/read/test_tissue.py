@@ -217,3 +217,42 @@ def test_three_fluorescence_planes_are_fluorescence(tmp_path):
     tifffile.imwrite(path, planes, photometric="minisblack", tile=(64, 64))
     mask = detect_tissue(open_source(path), "auto", max_size=256)
     assert mask.polarity == "fluorescence" and "separate planes" in mask.reason
+
+
+def test_qupath_annotations_with_holes_multipolygons_and_a_bare_list(slides, tmp_path):
+    path, _ = slides["brightfield"]  # 601 x 803 level 0
+    ring = [[[100, 100], [700, 100], [700, 500], [100, 500], [100, 100]],
+            [[300, 200], [500, 200], [500, 400], [300, 400], [300, 200]]]  # fmt: skip
+    multi = [[[[720, 520], [790, 520], [790, 590], [720, 590], [720, 520]]]]
+    features = [
+        {"type": "Feature", "id": "0b6c7e1e-0000-4000-8000-000000000001",
+         "geometry": {"type": "Polygon", "coordinates": ring},
+         "properties": {"objectType": "annotation",
+                        "classification": {"name": "Tissue", "color": [0, 200, 0]}}},
+        {"type": "Feature", "geometry": {"type": "MultiPolygon", "coordinates": multi},
+         "properties": {"objectType": "annotation"}},
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 5]},
+         "properties": {"objectType": "annotation"}},
+    ]  # fmt: skip
+    source = open_source(path, level=1)
+    dx, dy = source.georef.downsample
+    for name, data in [("fc.geojson", {"type": "FeatureCollection", "features": features}),
+                       ("qupath.json", features)]:  # fmt: skip
+        file = tmp_path / name
+        file.write_text(json.dumps(data))
+        mask = detect_tissue(source, str(file))
+        assert "warning" not in mask.reason
+        sy, sx = mask.validity.scale
+
+        def at(x, y, mask=mask, sx=sx, sy=sy):
+            return bool(mask.validity.mask[int(y / dy / sy), int(x / dx / sx)])
+
+        assert at(150, 150) and at(650, 450) and at(755, 555)  # ring and MultiPolygon
+        assert not at(400, 300)  # the hole
+        assert not at(50, 50) and not at(750, 300)  # outside
+    # coordinates of another frame (here: level 0 x 4) are flagged, not silently clipped
+    far = tmp_path / "far.geojson"
+    scaled = [[[4 * x, 4 * y] for x, y in ring[0]]]
+    far.write_text(json.dumps({"type": "Polygon", "coordinates": scaled}))
+    flagged = detect_tissue(source, str(far))
+    assert "well beyond the slide's level 0 (803 x 601" in flagged.note()  # what the run says
