@@ -32,6 +32,7 @@ __all__ = [
     "RASTER_RESAMPLING",
     "RasterReport",
     "export_raster",
+    "gdal_options",
     "raster_settings",
 ]
 
@@ -64,6 +65,20 @@ class RasterReport:
     def to_dict(self) -> dict[str, Any]:
         """Return the report as plain data."""
         return asdict(self)
+
+
+def gdal_options() -> dict[str, Any]:
+    """Return the GDAL options of an export: block cache bound, internal mask band.
+
+    ``GDAL_CACHEMAX`` goes in bytes: rasterio hands an integer to ``GDALSetCacheMax64``, so
+    ``256`` would be a 256-byte cache (every block decoded again at each use).
+
+    Examples
+    --------
+    >>> gdal_options()["GDAL_CACHEMAX"] // 2**20
+    256
+    """
+    return {"GDAL_CACHEMAX": _CACHE_MB * 1024 * 1024, "GDAL_TIFF_INTERNAL_MASK": True}
 
 
 def raster_settings(
@@ -189,7 +204,7 @@ def export_raster(
         import rasterio
         from rasterio.shutil import copy as gdal_copy
 
-        with rasterio.Env(GDAL_CACHEMAX=_CACHE_MB, GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.Env(**gdal_options()):
             _write_staging(staging, source, ledger, attrs, settings, store)
             gdal_copy(
                 staging,
