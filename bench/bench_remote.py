@@ -8,7 +8,9 @@ it) from its local path and from ``http://127.0.0.1:PORT/...`` served by the Ran
 test server (``tests/servers.py``), alternating local / remote in one run. Printed: median
 wall seconds and Mpx/s of each, the remote / local throughput ratio (goal >= 0.9), and the
 requests and bytes the server counted per tile (task) and per 512x512 block of the file.
-The two stores are checked to be identical.
+The two stores are checked to be identical. ``--server nginx`` serves the COG from a
+third-party server instead (``nginx`` on PATH or in /usr/sbin, e.g. Debian's ``nginx-light``),
+started on 127.0.0.1 with a temporary config; requests are counted from its access log.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import argparse
 import math
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -68,6 +72,66 @@ def make_model(path: Path, base: int, depth: int) -> Path:
     return path
 
 
+class NginxServer:
+    """``nginx`` serving ``root`` on a free 127.0.0.1 port, counting requests from its log."""
+
+    def __init__(self, root: Path, work: Path) -> None:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(binary).exists():
+            raise SystemExit("--server nginx: no nginx found (apt-get install nginx-light)")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        # nginx's workers run as an unprivileged user: the served folders must be readable
+        work.chmod(0o755)
+        root.chmod(0o755)
+        self.prefix = work / "nginx"
+        self.prefix.mkdir()
+        self.log = self.prefix / "access.log"
+        temp = " ".join(
+            f"{kind}_temp_path {self.prefix / kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        config = self.prefix / "nginx.conf"
+        config.write_text(
+            f"daemon off; worker_processes 1; pid {self.prefix / 'nginx.pid'};\n"
+            f"error_log {self.prefix / 'error.log'};\n"
+            "events { worker_connections 64; }\n"
+            f"http {{ access_log {self.log} combined; {temp}\n"
+            f"  server {{ listen 127.0.0.1:{self.port}; root {root}; }} }}\n"
+        )
+        self._process = subprocess.Popen(
+            [binary, "-c", str(config), "-p", str(self.prefix)], stderr=subprocess.DEVNULL
+        )
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            time.sleep(0.05)
+        self._offset = 0
+
+    def url(self, name: str) -> str:
+        """URL of a file under ``root``."""
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def reset(self) -> None:
+        """Count from here on."""
+        self._offset = self.log.stat().st_size if self.log.exists() else 0
+
+    def counts(self) -> tuple[int, int]:
+        """Requests and body bytes logged since :meth:`reset`."""
+        with self.log.open("rb") as handle:
+            handle.seek(self._offset)
+            lines = handle.read().decode().splitlines()
+        sizes = [int(line.split('" ', 1)[1].split()[1]) for line in lines if '" ' in line]
+        return len(lines), sum(sizes)
+
+    def stop(self) -> None:
+        """Stop nginx (the process this object started)."""
+        self._process.terminate()
+        self._process.wait(timeout=10)
+
+
 def run_predict(source: str, model: Path, out: Path, tile: int) -> float:
     """Time ``gigaseg predict`` as a subprocess; return wall seconds."""
     command = [str(ROOT / ".venv" / "bin" / "gigaseg"), "predict", source, "--model", str(model)]
@@ -75,7 +139,9 @@ def run_predict(source: str, model: Path, out: Path, tile: int) -> float:
     if not Path(command[0]).exists():
         command[:1] = [sys.executable, "-m", "workflows"]
     started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(command, check=False, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"gigaseg predict {source} failed: {done.stderr.strip()[-500:]}")
     return time.perf_counter() - started
 
 
@@ -102,7 +168,8 @@ def report(
     print(f"CPU: {cpu}; {os.cpu_count()} cores; load average {os.getloadavg()}")
     print(f"COG {args.size}^2 JPEG, 512 blocks, {cog.stat().st_size / 1e6:.1f} MB; "
           f"U-Net base {args.base} depth {args.depth}; --tile {args.tile} ({tiles} tiles); "
-          f"{args.repeats} repeats, medians; stores identical: {same}")  # fmt: skip
+          f"{args.repeats} repeats, medians; server: {args.server}; "
+          f"stores identical: {same}")  # fmt: skip
     print()
     print("| source | wall s (median) | Mpx/s | runs (s) |")
     print("|---|---|---|---|")
@@ -124,6 +191,12 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=2048, help="gigaseg --tile (2048)")
     parser.add_argument("--base", type=int, default=8, help="U-Net base width (8)")
     parser.add_argument("--depth", type=int, default=3, help="U-Net depth (3)")
+    parser.add_argument(
+        "--server",
+        choices=("python", "nginx"),
+        default="python",
+        help="HTTP server: the tests' Range server (python) or nginx",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_remote_"))
@@ -132,18 +205,25 @@ def main() -> None:
         www.mkdir()
         cog = write_cog(www / "scene.tif", args.size)
         model = make_model(work / "model.safetensors", args.base, args.depth)
-        server = RangeServer(www).start()
+        server: Any = (
+            RangeServer(www).start() if args.server == "python" else NginxServer(www, work)
+        )
         url = server.url("scene.tif")
         times: dict[str, list[float]] = {"local": [], "http": []}
         counts: list[tuple[int, int]] = []
         try:
             for _ in range(args.repeats):
                 times["local"].append(run_predict(str(cog), model, work / "local.zarr", args.tile))
-                server.counter.reset()
+                if args.server == "python":
+                    server.counter.reset()
+                else:
+                    server.reset()
                 times["http"].append(run_predict(url, model, work / "http.zarr", args.tile))
-                counts.append(
-                    (sum(server.counter.requests.values()), sum(server.counter.nbytes.values()))
-                )
+                if args.server == "python":
+                    requests = sum(server.counter.requests.values())
+                    counts.append((requests, sum(server.counter.nbytes.values())))
+                else:
+                    counts.append(server.counts())
         finally:
             server.stop()
         report(args, work, cog, times, counts)
