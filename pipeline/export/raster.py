@@ -10,7 +10,8 @@ temporary names; the COG gets its final name only when complete.
   class colours (the model card's where given; background black), class names in the
   ``classes`` tag (id order) and the band description; ``mode`` (default) or ``nearest`` overviews.
 - Probabilities of one class (``class_name``): the stored values (uint8 p·255, or float32),
-  skipped tiles masked out (an internal mask band), ``average`` overviews.
+  skipped tiles and invalid source pixels (``labels_nodata`` in the labels, NaN) masked out
+  (an internal mask band, which the ``average`` overviews respect).
 """
 
 from __future__ import annotations
@@ -250,6 +251,10 @@ class _Source:
     dtype: np.dtype[Any]
     #: The model card's class colours (id -> RGB), where it gives them.
     colors: dict[int, tuple[int, int, int]]
+    #: The store's labels beside exported probabilities: where they hold ``labels_nodata``
+    #: (invalid source pixels) the probability is masked out too.
+    labels: Any = None
+    labels_nodata: int | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -279,7 +284,21 @@ class _Source:
         cid = _resolve_class(class_name, names, store)
         array = group[PROBABILITIES]
         dtype = np.dtype("uint8") if array.dtype == np.uint8 else np.dtype("float32")
-        return cls(array, names, class_channel(cid, channels), cid, dtype, colors)
+        nodata = attrs.get("labels_nodata")
+        return cls(
+            array, names, class_channel(cid, channels), cid, dtype, colors,
+            labels=group[LABELS] if LABELS in members and nodata is not None else None,
+            labels_nodata=None if nodata is None else int(nodata),
+        )  # fmt: skip
+
+    def valid(self, rows: slice, cols: slice, block: np.ndarray) -> np.ndarray:
+        """Return the mask (255 valid, 0 not) of a computed probability block."""
+        valid = np.full(block.shape, 255, np.uint8)
+        if self.labels is not None:
+            valid[np.asarray(self.labels[rows, cols]) == self.labels_nodata] = 0
+        if block.dtype.kind == "f":
+            valid[np.isnan(block)] = 0
+        return valid
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
         if self.channel is None:
@@ -331,8 +350,11 @@ def _write_staging(
             window = Window(c0, r0, c1 - c0, r1 - r0)
             block = source.read(slice(r0, r1), slice(c0, c1))
             if source.channel is not None:
-                valid = 0 if state == SKIPPED else 255
-                dst.write_mask(np.full(block.shape, valid, np.uint8), window=window)
+                if state == SKIPPED:
+                    mask = np.zeros(block.shape, np.uint8)
+                else:
+                    mask = source.valid(slice(r0, r1), slice(c0, c1), block)
+                dst.write_mask(mask, window=window)
             elif state == SKIPPED:
                 block = np.full_like(block, LABEL_NODATA)
             dst.write(block, 1, window=window)
