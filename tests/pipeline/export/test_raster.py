@@ -177,3 +177,55 @@ def test_the_export_block_cache_is_256_mb_not_256_bytes():
 
     with rasterio.Env(**gdal_options()):
         assert get_gdal_config("GDAL_CACHEMAX") == 256 * 2**20
+
+
+def _synthetic_store(path, rows, cols, tile, classes):
+    """A complete multi-class store written through pipeline.store (no model needed)."""
+    from pipeline.store import complete_store, create_store, mark_tiles, to_stored, write_core
+    from pipeline.tile.grid import Window
+
+    grid = (-(-rows // tile), -(-cols // tile))
+    attrs = {
+        "crs": "EPSG:32633", "transform": [500000.0, 0.3, 0.0, 6e6, 0.0, -0.7],
+        "classes": classes, "run_id": "synthetic", "shape": [rows, cols], "tile": tile,
+        "labels_nodata": 255,
+    }  # fmt: skip
+    create_store(path, shape=(rows, cols), outputs=len(classes), tile=tile, grid_shape=grid,
+                 probabilities="uint8", attrs=attrs)  # fmt: skip
+    rng = np.random.default_rng(1)
+    for r in range(grid[0]):
+        for c in range(grid[1]):
+            window = Window(r * tile, c * tile, min(tile, rows - r * tile),
+                            min(tile, cols - c * tile))  # fmt: skip
+            p = rng.random((len(classes), window.height, window.width)).astype(np.float32)
+            p /= p.sum(axis=0)
+            write_core(str(path), window, to_stored(p, "uint8"),
+                       p.argmax(axis=0).astype(np.uint8), "synthetic")  # fmt: skip
+            mark_tiles(str(path), [(r, c)], 1, "synthetic")
+    complete_store(path, run_id="synthetic")
+    return path
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(37, 53), (600, 1100)])
+def test_tiny_and_odd_sized_stores_make_valid_cogs(tmp_path, rows, cols):
+    classes = ["background", "building", "road", "water"]
+    store = _synthetic_store(tmp_path / "s.zarr", rows, cols, 96, classes)
+    labels = np.asarray(open_group(store)["labels"][...])
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
+    for kwargs in ({}, {"class_name": "road"}):
+        out = tmp_path / f"{kwargs.get('class_name', 'labels')}.tif"
+        report = export_raster(store, out, **kwargs)
+        valid, errors, _ = cog_validate(str(out))
+        assert valid, errors
+        with rasterio.open(out) as cog:
+            assert tuple(cog.transform)[:6] == (0.3, 0.0, 500000.0, 0.0, -0.7, 6e6)
+            assert (report.overviews != []) == (max(rows, cols) > 512)
+            if not kwargs:
+                np.testing.assert_array_equal(cog.read(1), labels)
+                assert json.loads(cog.tags()["classes"]) == classes
+                assert {i: cog.colormap(1)[i][:3] for i in (1, 2, 3)} == {
+                    i: class_color(i) for i in (1, 2, 3)
+                }
+            else:
+                stored = np.asarray(open_group(store)["probabilities"][2])
+                np.testing.assert_array_equal(cog.read(1), stored)
