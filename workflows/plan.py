@@ -13,12 +13,11 @@ import glob
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from pipeline.errors import GigasegError
-from pipeline.read.location import expand_remote, is_remote, redact
+from pipeline.read.location import expand_remote, is_remote, location_path, redact
 from workflows.spec import InputSpec, Workflow, raise_problems
 
 __all__ = ["ModelInfo", "Plan", "Scene", "make_plan", "model_info"]
@@ -174,7 +173,7 @@ def _resolve(base: Path, text: str) -> Path:
 
 def _name_parts(path: Path | str) -> tuple[str, str, str]:
     """``(stem, name, parent folder name)`` of a local path or of a URL's path."""
-    posix = PurePosixPath(urlsplit(str(path)).path) if is_remote(path) else PurePosixPath(path)
+    posix = location_path(path)  # a URL's path, whether written https:// or /vsicurl/https://
     return posix.stem, posix.name, posix.parent.name
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "join_location",
     "local_copy",
     "location_exists",
+    "location_path",
     "location_suffix",
     "read_bytes",
     "redact",
@@ -163,6 +164,23 @@ def remote_hint(message: str) -> str:
     'the server does not answer HTTP Rang'
     """
     return next((hint for fragment, hint in _HINTS if fragment in message), "")
+
+
+def location_path(location: Any) -> PurePosixPath:
+    """Return the path of the file a location names.
+
+    A URL's path (``/vsicurl/`` dropped, query ignored), or the path itself (local,
+    ``/vsis3/bucket/key``...).
+
+    >>> location_path("/vsicurl/https://h:80/a/b.tif?sig=1")
+    PurePosixPath('/a/b.tif')
+    """
+    text = str(location)
+    if text.startswith("/vsicurl/") and "://" in text:
+        text = text[len("/vsicurl/") :]
+    if is_url(text):
+        return PurePosixPath(urlsplit(text).path or "/")
+    return PurePosixPath(text)
 
 
 def location_suffix(location: Any) -> str:

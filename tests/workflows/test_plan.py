@@ -202,3 +202,20 @@ def test_cli_prints_one_line_and_exits_1(
     path = write_workflow(spec(deep_model, str(scene), tilng={"tile": 64}))
     assert cli(["run", str(path), "--dry-run"]) == 1
     assert "tilng: unknown key; did you mean 'tiling'?" in capsys.readouterr().err
+
+
+def test_url_templates_come_from_the_url_path_however_written(
+    tiny_model: Path, geotiff_factory: Callable[..., Path], tmp_path: Path, http_server: Any
+) -> None:
+    from tests.servers import copy_to
+
+    scene = geotiff_factory("scene.tif")
+    copy_to(http_server.root / "x", scene)
+    copy_to(http_server.root, scene)
+    inputs = [http_server.url("x/scene.tif") + "?X-Amz-Signature=abc", http_server.url("scene.tif")]
+    inputs += ["/vsicurl/" + url for url in inputs]
+    output = {"dir": str(tmp_path / "out"), "store": "{dir}/{index}-{parent}-{stem}.zarr"}
+    p = plan(spec(tiny_model, *inputs, output=output), environ={})
+    # a file at the server's root has no parent folder, not "127.0.0.1:PORT"
+    names = [s.store.name for s in p.scenes]
+    assert names == ["0-x-scene.zarr", "1--scene.zarr", "2-x-scene.zarr", "3--scene.zarr"]
