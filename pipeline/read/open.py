@@ -66,10 +66,17 @@ def _is_plain_pyramid(tif: Any) -> bool:
     """Tell a generic pyramidal slide (libvips, QuPath, NDPI-like exports).
 
     That is a TIFF without georeferencing whose reduced levels are SubIFDs (which GDAL never
-    writes), or a tiled one whose second page is marked reduced-resolution.
+    writes), or a tiled one whose second page is marked reduced-resolution. A raster GDAL
+    wrote (its metadata or nodata tags, a COG's structural-metadata header; gigaseg's own
+    label and probability exports) or a palette image (a label map) stays a raster.
     """
     page = tif.pages.first
-    if page.is_geotiff:
+    if page.is_geotiff or int(page.photometric) == 3:  # 3: palette
+        return False
+    if 42112 in page.tags or 42113 in page.tags:  # GDAL_METADATA, GDAL_NODATA
+        return False
+    tif.filehandle.seek(0)
+    if b"GDAL_STRUCTURAL_METADATA" in tif.filehandle.read(64):
         return False
     if page.subifds:  # GDAL never writes SubIFDs
         return True

@@ -183,3 +183,43 @@ def test_an_svs_thumbnail_label_and_macro_are_not_pyramid_levels():
         levels = native_levels(slide)
     assert names[1:] == ["Thumbnail", "Label", "Macro"]
     assert levels == ([(0, 0)], [(2967, 2220)])
+
+
+def test_rasters_gdal_wrote_and_label_maps_stay_rasters(tmp_path):
+    # gigaseg's own exports of a slide store are COGs without georeferencing: they must open
+    # as rasters (GeoTiffSource), not as slides, for vectorize/evaluate/info (issue 10)
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from pipeline.read.open import is_slide
+
+    labels = np.zeros((300, 400), np.uint8)
+    labels[50:100, 60:200] = 1
+    profile = {"driver": "COG", "width": 400, "height": 300, "count": 1, "dtype": "uint8",
+               "blocksize": 64, "overview_resampling": "nearest"}  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tmp_path / "cog.tif", "w", **profile) as dataset:
+            dataset.write(labels, 1)
+        gtiff = {**profile, "driver": "GTiff", "tiled": True, "blockxsize": 64,
+                 "blockysize": 64, "nodata": 255}  # fmt: skip
+        del gtiff["blocksize"], gtiff["overview_resampling"]
+        with rasterio.open(tmp_path / "gtiff.tif", "w", **gtiff) as dataset:
+            dataset.write(labels, 1)
+        with rasterio.open(tmp_path / "gtiff.tif", "r+") as dataset:
+            dataset.build_overviews([2, 4])
+    sizes = [(300, 400), (150, 200)]
+    palette = tmp_path / "palette.tif"
+    with tifffile.TiffWriter(palette) as tiff:
+        colormap = np.zeros((3, 256), np.uint16)
+        for height, width in sizes:
+            level = labels[: height * 2 : 300 // height, : width * 2 : 400 // width]
+            tiff.write(level, tile=(64, 64), photometric="palette", colormap=colormap,
+                       subfiletype=0 if height == 300 else 1, metadata=None)  # fmt: skip
+    for name in ("cog.tif", "gtiff.tif", "palette.tif"):
+        assert not is_slide(tmp_path / name), name
+        assert type(open_source(tmp_path / name)).__name__ == "GeoTiffSource"
+    slide = write_generic(tmp_path / "g.tif", textured(300, 400), sizes)
+    assert is_slide(slide)
