@@ -408,7 +408,11 @@ def _path_part(location: str) -> str:
 
 
 def _s3_client() -> Any:
-    """Return a boto3 S3 client set up from the environment GDAL reads (AWS_S3_ENDPOINT...)."""
+    """Return a boto3 S3 client set up from the environment GDAL reads.
+
+    ``AWS_S3_ENDPOINT`` + ``AWS_HTTPS`` (MinIO-like servers), ``AWS_REGION``, and
+    ``AWS_NO_SIGN_REQUEST=YES`` for public buckets (no credentials needed or sent).
+    """
     from pipeline.errors import InputError
 
     try:
@@ -421,7 +425,13 @@ def _s3_client() -> Any:
         secure = os.environ.get("AWS_HTTPS", "YES").upper() not in ("NO", "FALSE", "OFF", "0")
         url = endpoint if "://" in endpoint else ("https://" if secure else "http://") + endpoint
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    return boto3.client("s3", endpoint_url=url, region_name=region)
+    config = None
+    if os.environ.get("AWS_NO_SIGN_REQUEST", "NO").upper() in ("YES", "TRUE", "ON", "1"):
+        from botocore import UNSIGNED
+        from botocore.config import Config
+
+        config = Config(signature_version=UNSIGNED)  # a public bucket, as GDAL reads it
+    return boto3.client("s3", endpoint_url=url, region_name=region, config=config)
 
 
 @contextmanager

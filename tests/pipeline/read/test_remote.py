@@ -88,6 +88,20 @@ def test_s3_glob_lists_the_bucket(s3_server, scene):
         expand_remote("https://h/*.tif")
 
 
+def test_a_public_bucket_lists_and_reads_without_credentials(s3_server, scene, monkeypatch):
+    s3_server.put("public-bucket", "items/item.json", Path(__file__))
+    s3_server.put("public-bucket", "scenes/a.tif", scene)
+    s3_server.client.put_bucket_acl(Bucket="public-bucket", ACL="public-read")
+    for key in ("items/item.json", "scenes/a.tif"):
+        s3_server.client.put_object_acl(Bucket="public-bucket", Key=key, ACL="public-read")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_NO_SIGN_REQUEST", "YES")  # what GDAL takes for a public bucket
+    assert read_bytes("s3://public-bucket/items/item.json") == Path(__file__).read_bytes()
+    assert expand_remote("s3://public-bucket/scenes/*.tif") == ["s3://public-bucket/scenes/a.tif"]
+    _same_reads(open_source("s3://public-bucket/scenes/a.tif"), open_source(scene))
+
+
 def test_a_signed_url_query_is_not_a_glob():
     signed = "https://h/x.tif?X-Amz-Signature=abc&X-Amz-Credential=k%2F1"
     assert expand_remote(signed) == [signed]
