@@ -164,6 +164,10 @@ def array_attrs(
     if name == "labels":
         out["long_name"] = "class id (0 = background)"
         out.update(label_flags(attrs.get("classes") or [], channels))
+        if attrs.get("labels_nodata") is not None:
+            # rioxarray's nodata (``rio.nodata``, kept by ``rio.to_raster``); not _FillValue,
+            # which xarray would decode into NaN and float labels
+            out["nodata"] = int(attrs["labels_nodata"])
     else:
         out["long_name"] = "class probability"
         out["units"] = "1"

@@ -64,6 +64,19 @@ def test_xarray_and_rioxarray_report_the_source_crs_and_transform(stores):
     np.testing.assert_allclose(ds["probabilities"].values, stored / 255.0, atol=1e-7)
     classes = pipeline.store.read_attrs(stores["sample"])["classes"]
     assert ds["labels"].attrs["flag_meanings"] == f"background {classes[0]}"
+    assert ds["labels"].dtype == np.uint8 and ds["labels"].rio.nodata == 255
+
+
+def test_rioxarray_writes_the_labels_with_their_georeference_and_nodata(stores, tmp_path):
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    ds = xr.open_zarr(stores["sample"])
+    ds["labels"].rio.to_raster(tmp_path / "labels.tif")
+    with rasterio.open(tmp_path / "labels.tif") as out, rasterio.open(SAMPLE) as source:
+        assert out.crs == source.crs and out.transform == source.transform
+        assert out.nodata == 255
+        np.testing.assert_array_equal(out.read(1), _raw(stores["sample"], "labels"))
 
 
 def test_gdal_reads_labels_and_probabilities_with_the_georeference(stores):
