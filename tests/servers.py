@@ -78,6 +78,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_HEAD(self) -> None:
+        if not self.server.head:  # like an object store URL signed for GET only
+            self._empty(403)
+            return
         path = self._file()
         if path is None:
             return
@@ -127,6 +130,7 @@ class _Server(ThreadingHTTPServer):
     root: Path
     counter: Counter
     auth: str | None
+    head: bool
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Stay quiet when a client hangs up (GDAL drops a connection after a failed read)."""
@@ -144,15 +148,18 @@ class RangeServer:
         Directory whose files are served.
     auth
         ``"user:password"`` to require basic auth.
+    head
+        Answer ``HEAD`` requests (False: refuse them with 403, as a URL signed for GET does).
     """
 
-    def __init__(self, root: Path, auth: str | None = None) -> None:
+    def __init__(self, root: Path, auth: str | None = None, head: bool = True) -> None:
         self.root = Path(root).resolve()
         self.counter = Counter()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.root = self.root
         self._server.counter = self.counter
         self._server.auth = auth
+        self._server.head = head
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -146,8 +146,8 @@ _HINTS = (
     ),
     (
         "HTTP response code: 403",
-        "access denied; check the credentials (AWS_*, GDAL_HTTP_*) or whether a signed URL "
-        "has expired",
+        "access denied; check the credentials (AWS_*, GDAL_HTTP_*) and whether a signed URL "
+        "has expired (a server that refuses HEAD requests: set CPL_VSIL_CURL_USE_HEAD=NO)",
     ),
     ("HTTP response code: 404", "no file there; check the URL"),
     ("specified key does not exist", "no such key in the bucket; check the path"),

@@ -181,6 +181,19 @@ def test_corrupt_tile_of_a_nodata_file_fails_validity_in_one_line(http_server):
     assert "TIFFReadEncodedTile" in message
 
 
+def test_a_server_refusing_head_says_what_to_do(tmp_path, scene, monkeypatch):
+    root = tmp_path / "nohead"
+    copy_to(root, scene)
+    server = RangeServer(root, head=False).start()
+    try:
+        with pytest.raises(InputError, match="set CPL_VSIL_CURL_USE_HEAD=NO"):
+            open_source(server.url("scene.tif?token=1"))
+        monkeypatch.setenv("CPL_VSIL_CURL_USE_HEAD", "NO")  # what the message says
+        _same_reads(open_source(server.url("scene.tif?token=2")), open_source(scene))
+    finally:
+        server.stop()
+
+
 def test_small_files_behind_basic_auth_open_as_rasters_do(tmp_path, monkeypatch):
     """A STAC item / outline file next to its images takes the same credentials as GDAL."""
     root = tmp_path / "private"
