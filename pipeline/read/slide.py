@@ -82,19 +82,45 @@ def open_slide(path: str, backend: str) -> Any:
 
 
 def _auto_backend(path: str) -> str:
-    """Pick tiffslide (level-native) for every file tifffile reads, OpenSlide for the rest."""
+    """Pick tiffslide (level-native) where tifffile reads the slide as stored, else OpenSlide.
+
+    tiffslide reads a file's own pyramid pages, which is what makes tiles exact at every
+    level. Two layouts it opens but cannot read as stored go to OpenSlide when it is
+    installed: a Leica SCN of several regions (tiffslide composes them only by resampling)
+    and a Ventana BIF (its tiles overlap, which only OpenSlide stitches).
+    """
     try:
         import tiffslide
 
-        tiffslide.TiffSlide(path).close()
-        return "tiffslide"
+        with tiffslide.TiffSlide(path) as slide:
+            composite = slide.zarr_group.attrs.get("tiffslide.series-composition") is not None
+            vendor = slide.properties.get("tiffslide.vendor")
+        if not composite and vendor != "ventana" and not path.lower().endswith(".bif"):
+            return "tiffslide"
     except Exception:
         pass
     try:
         import openslide  # noqa: F401
     except ImportError:
-        return "tiffslide"  # let the open fail with tiffslide's reason
+        return "tiffslide"  # let the open (or _layout) fail with tiffslide's reason
     return "openslide"
+
+
+def _tiffslide_mpp(path: str) -> tuple[float, float] | None:
+    """Microns per pixel ``(y, x)`` that tiffslide finds where OpenSlide records none.
+
+    OpenSlide gives no ``mpp`` for a Leica SCN; tiffslide derives it from the collection's
+    nanometre sizes, so a slide read through OpenSlide keeps its resolution.
+    """
+    try:
+        import tiffslide
+
+        with tiffslide.TiffSlide(path) as slide:
+            x = slide.properties.get("tiffslide.mpp-x")
+            y = slide.properties.get("tiffslide.mpp-y") or x
+    except Exception:
+        return None
+    return (float(y), float(x)) if x else None
 
 
 def ome_physical_size(xml: str | None) -> tuple[float, float] | None:
@@ -106,6 +132,12 @@ def ome_physical_size(xml: str | None) -> tuple[float, float] | None:
     ...     '<Image><Pixels PhysicalSizeX="250" PhysicalSizeXUnit="nm" PhysicalSizeY="0.26"/>'
     ...     '</Image></OME>')
     (0.26, 0.25)
+
+    Where only one axis is given (``PhysicalSizeY`` is optional in OME-XML), pixels are
+    taken as square:
+
+    >>> ome_physical_size('<OME><Image><Pixels PhysicalSizeX="0.5"/></Image></OME>')
+    (0.5, 0.5)
     """
     if not xml:
         return None
@@ -116,16 +148,20 @@ def ome_physical_size(xml: str | None) -> tuple[float, float] | None:
     pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
     if pixels is None:
         return None
-    sizes = []
+    sizes: list[float | None] = []
     for axis in ("Y", "X"):
         value = pixels.get(f"PhysicalSize{axis}")
         unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
-        if value is None or unit not in _UNITS_UM:
+        if value is None:
+            sizes.append(None)
+            continue
+        if unit not in _UNITS_UM:
             return None
         sizes.append(float(value) * _UNITS_UM[unit])
-    if sizes[0] <= 0 or sizes[1] <= 0:
+    y, x = (sizes[0] or sizes[1]), (sizes[1] or sizes[0])  # one axis given: square pixels
+    if y is None or x is None or y <= 0 or x <= 0:
         return None
-    return sizes[0], sizes[1]
+    return y, x
 
 
 def _yx_shape(shape: tuple[int, ...], axes: str) -> tuple[int, int]:
@@ -344,6 +380,8 @@ class SlideSource(Source):
             recorded = (float(y), float(x))
         if recorded is None and self.backend == "tiffslide":
             recorded = ome_physical_size(getattr(slide.ts_tifffile, "ome_metadata", None))
+        if recorded is None and self.backend == "openslide":
+            recorded = _tiffslide_mpp(self.path)
         if source_mpp is not None:
             if not float(source_mpp) > 0:
                 raise ConfigError(f"--source-mpp {source_mpp} must be a positive number")
@@ -363,7 +401,8 @@ class SlideSource(Source):
         if slide.zarr_group.attrs.get("tiffslide.series-composition") is not None:
             raise InputError(
                 f"{self.path} is a composite of several TIFF series, which tiffslide reads only "
-                "through resampling; use slide_backend='openslide'"
+                "through resampling; install OpenSlide (pip install openslide-bin "
+                "openslide-python), which gigaseg then uses for it"
             )
         axes = slide.properties["tiffslide.series-axes"]
         array = self._level_array(slide, self.level)

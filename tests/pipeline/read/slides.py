@@ -205,3 +205,60 @@ def write_ome_series(
         label = textured(90, 300, seed=9)  # a wide label image: not a level
         tiff.write(label, photometric="rgb", metadata={"axes": "YXS", "Name": "label"})
     return path
+
+
+def write_leica_scn(
+    path: Path, regions: list[tuple[int, int, np.ndarray]], *, nm: int = 500
+) -> Path:
+    """A Leica SCN: a macro image of the whole collection, then each region as a 2-level pyramid.
+
+    ``regions`` holds ``(x, y, image)``: the region's level-0 pixel offset in the collection
+    and its ``(rows, cols, 3)`` pixels. Sizes in the XML are nanometres (``nm`` per pixel).
+    """
+    cols, rows = 4 * max(x + im.shape[1] for x, _, im in regions), 0
+    rows = 2 * max(y + im.shape[0] for _, y, im in regions)
+    settings = (
+        "<scanSettings><objectiveSettings><objective>20</objective></objectiveSettings>"
+        "<illuminationSettings><numericalAperture>0.7</numericalAperture>"
+        "<illuminationSource>brightfield</illuminationSource></illuminationSettings>"
+        "</scanSettings>"
+    )
+
+    def image_xml(name: str, dims: list[tuple[int, int, int]], view: tuple[int, ...]) -> str:
+        dimension = "".join(
+            f'<dimension sizeX="{w}" sizeY="{h}" r="{r}" ifd="{ifd}"/>'
+            for r, (w, h, ifd) in enumerate(dims)
+        )
+        width, height, x, y = (v * nm for v in view)
+        return (
+            f'<image name="{name}" uuid="{name}"><creationDate>2020-01-01T00:00:00Z'
+            '</creationDate><device model="Leica SCN400;Leica SCN" version="1.5"/>'
+            f'<pixels sizeX="{dims[0][0]}" sizeY="{dims[0][1]}">{dimension}</pixels>'
+            f'<view sizeX="{width}" sizeY="{height}" offsetX="{x}" offsetY="{y}" '
+            f'spacingZ="0"/>{settings}</image>'
+        )
+
+    macro = np.full((rows // 16, cols // 16, 3), 230, np.uint8)
+    pages, images = [macro], [image_xml("macro", [(cols // 16, rows // 16, 0)], (cols, rows, 0, 0))]
+    for k, (x, y, image) in enumerate(regions):
+        levels = pyramid(image, 2)
+        dims = [(lv.shape[1], lv.shape[0], len(pages) + i) for i, lv in enumerate(levels)]
+        images.append(image_xml(f"region{k}", dims, (image.shape[1], image.shape[0], x, y)))
+        pages.extend(levels)
+    xml = (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<scn xmlns="http://www.leica-microsystems.com/scn/2010/10/01">'
+        f'<collection name="c" uuid="c" sizeX="{cols * nm}" sizeY="{rows * nm}">'
+        + "".join(images)
+        + "</collection></scn>"
+    )
+    with tifffile.TiffWriter(path) as tiff:
+        for i, page in enumerate(pages):
+            tiff.write(
+                page,
+                tile=(64, 64),
+                photometric="rgb",
+                metadata=None,
+                description=xml if i == 0 else None,
+            )
+    return path

@@ -15,6 +15,7 @@ from pipeline.vectorize.georef import Frame
 from tests.pipeline.read.slides import (
     textured,
     write_generic,
+    write_leica_scn,
     write_ome,
     write_ome_series,
     write_svs,
@@ -92,7 +93,9 @@ def test_ome_physical_size_parsing():
     xml = f'<OME {ns}><Image><Pixels PhysicalSizeX="0.5" PhysicalSizeY="0.5"/></Image></OME>'
     assert ome_physical_size(xml) == (0.5, 0.5)
     xml = f'<OME {ns}><Image><Pixels PhysicalSizeX="1" PhysicalSizeXUnit="mm"/></Image></OME>'
-    assert ome_physical_size(xml) is None  # Y missing
+    assert ome_physical_size(xml) == (1000.0, 1000.0)  # Y is optional: square pixels
+    xml = f'<OME {ns}><Image><Pixels PhysicalSizeX="1" PhysicalSizeXUnit="furlong"/></Image></OME>'
+    assert ome_physical_size(xml) is None  # a unit it does not know: no resolution
     assert ome_physical_size("not xml") is None
 
 
@@ -223,3 +226,18 @@ def test_rasters_gdal_wrote_and_label_maps_stay_rasters(tmp_path):
         assert type(open_source(tmp_path / name)).__name__ == "GeoTiffSource"
     slide = write_generic(tmp_path / "g.tif", textured(300, 400), sizes)
     assert is_slide(slide)
+
+
+def test_a_leica_scn_of_several_regions_is_read_through_openslide(tmp_path):
+    """tiffslide composes SCN regions only by resampling: auto hands the slide to OpenSlide,
+    which places each region at its collection offset, and keeps tiffslide's nm-derived mpp."""
+    first, second = textured(96, 128, seed=1), textured(64, 64, seed=2)
+    path = write_leica_scn(tmp_path / "two.scn", [(40, 20, first), (300, 120, second)])
+    source = open_source(path)
+    assert isinstance(source, SlideSource) and source.backend == "openslide"
+    assert source.mpp0_yx == (0.5, 0.5)
+    assert source.level_native  # integer downsamples: OpenSlide reads level 1 as stored
+    got = source.read(Window(20, 40, 96, 128))
+    assert np.array_equal(got, np.moveaxis(first, -1, 0))
+    assert np.array_equal(source.read(Window(120, 300, 64, 64)), np.moveaxis(second, -1, 0))
+    assert (source.read(Window(0, 0, 10, 10)) == 255).all()  # no scan there: white glass
