@@ -372,27 +372,41 @@ def _predicted_vectors(prediction: str, raster: PredictionRaster | None, kind: s
     return VectorLabels(polygons, (None,) * len(polygons), raster.georef.crs_obj)
 
 
-def _read_instance_raster(path: Path) -> tuple[np.ndarray, Any, Affine]:
-    """Band 1 of a label raster with its own dtype (ids above 255 stay distinct)."""
-    import rasterio
+def _read_instance_raster(source: Any) -> tuple[np.ndarray, Any, Affine]:
+    """Band 1 of a label raster with its own dtype (ids above 255 stay distinct).
 
-    try:
-        with rasterio.open(path) as dataset:
-            if dataset.width * dataset.height > MAX_POLYGONIZE_PIXELS:
-                raise InputError(
-                    f"truth {path} has {dataset.height}x{dataset.width} pixels, too many for "
-                    "instance metrics in memory; evaluate a crop of it"
-                )
-            data = dataset.read(1)
-            if dataset.nodata is not None:
-                data = np.where(data == dataset.nodata, 0, data)
-            return data, dataset.crs, Affine(*tuple(dataset.transform)[:6])
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"cannot open truth raster {path}: {exc}") from exc
+    ``source`` comes from :func:`pipeline.read.open_source`, so a URL or ``/vsi*/`` truth
+    works like a local file; pixels GDAL marks invalid (nodata, an alpha band or an internal
+    mask) are background (0).
+    """
+    height, width = source.shape
+    if height * width > MAX_POLYGONIZE_PIXELS:
+        raise InputError(
+            f"truth {source.name} has {height}x{width} pixels, too many for instance metrics "
+            "in memory; evaluate a crop of it"
+        )
+    window = Window(0, 0, height, width)
+    pixels = source.read(window)
+    data = np.where(source.valid_pixels(window, pixels), pixels[0], 0).astype(pixels.dtype)
+    return data, source.georef.crs_obj, source.georef.transform
+
+
+def _distinct_ids(source: Any, stop: int) -> int:
+    """Distinct non-zero valid values of band 1, read in strips, counted up to ``stop``."""
+    height, width = source.shape
+    seen: set[Any] = set()
+    for row in range(0, height, _STRIP):
+        window = Window(row, 0, min(_STRIP, height - row), width)
+        pixels = source.read(window)
+        values = pixels[0][source.valid_pixels(window, pixels)]
+        seen.update(np.unique(values[values != 0]).tolist())
+        if len(seen) >= stop:
+            break
+    return len(seen)
 
 
 def _predicted_instances(
-    prediction: Path,
+    prediction: str,
     raster: PredictionRaster | None,
     shape: tuple[int, int],
     crs: Any,
@@ -411,9 +425,7 @@ def _predicted_instances(
 
         vectors = read_vectors(prediction)
         if crs is not None and vectors.crs is not None:
-            from pyproj import CRS
-
-            vectors = vectors.to_crs(CRS.from_user_input(crs))
+            vectors = vectors.to_crs(crs)
         geoms = [g for g in vectors.geometries if g is not None and not g.is_empty]
         if min_area > 0:
             geoms = [g for g in geoms if g.area >= min_area]
@@ -433,8 +445,8 @@ def _predicted_instances(
 
 
 def _maybe_instances(
-    prediction: Path,
-    truth: Path,
+    prediction: str,
+    truth: str,
     raster: PredictionRaster | None,
     kind: str,
     truth_instances: bool | None,
@@ -442,8 +454,14 @@ def _maybe_instances(
     min_area: float,
 ) -> Evaluation | None:
     """Score an instance-id truth raster (given or detected); ``None`` for class rasters."""
-    labels, crs, transform = _read_instance_raster(truth)
+    source = open_source(truth, bands=[1])
     classes = len(raster.classes) if raster is not None else 1
+    height, width = source.shape
+    # too large to hold: only >= 3 distinct ids against one class are told apart, in strips
+    too_large = height * width > MAX_POLYGONIZE_PIXELS
+    if truth_instances is None and too_large and (classes != 1 or _distinct_ids(source, 3) < 3):
+        return None
+    labels, crs, transform = _read_instance_raster(source)
     detected = looks_like_instances(labels, classes)
     ids = len(np.unique(labels[labels != 0]))
     if truth_instances is None:
@@ -451,8 +469,8 @@ def _maybe_instances(
             return None
         if kind == "pixels":
             raise InputError(
-                f"truth {truth} holds {ids} distinct ids for a one-class prediction: they look "
-                "like instance ids (one per object), which pixel metrics would score as wrong "
+                f"truth {redact(truth)} holds {ids} distinct ids for a one-class prediction: they "
+                "look like instance ids (one per object), which pixel metrics would score as wrong "
                 "classes; pass --truth-instances for object F1 and AJI, or give a 0/1 mask"
             )
     predicted = _predicted_instances(prediction, raster, labels.shape, crs, transform, min_area)
@@ -462,8 +480,8 @@ def _maybe_instances(
     how = "given" if truth_instances else "detected"
     return Evaluation(
         "instances",
-        str(prediction),
-        str(truth),
+        redact(prediction),
+        redact(truth),
         objects=scores.objects,
         pixels=foreground.to_dict(("foreground",)),
         counts={"predicted": scores.predicted, "true": scores.true},

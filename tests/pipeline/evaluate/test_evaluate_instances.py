@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 
 from pipeline.errors import InputError
@@ -79,3 +80,126 @@ def test_command_line_truth_instances(tmp_path, truth, capsys):
     assert "given" in out
     row = next(line for line in out.splitlines() if line.startswith("AJI"))
     assert row.split()[-1] == f"{AJI:.4f}"
+
+
+# -- hand-made cases against a reference AJI, through files in different CRSs -----------
+
+NODATA = np.iinfo(np.uint32).max
+#: True objects (pixel boxes row0, col0, row1, col1) with ids above 65535 and 255.
+OBJECTS = {70000: (5, 5, 15, 15), 300: (5, 25, 15, 35), 2: (25, 5, 35, 15)}
+
+
+def kumar_aji(predicted, truth):
+    """AJI as Kumar et al. 2017 define it, object by object (the slow, obvious way).
+
+    For each true object G, the prediction S of highest IoU with it (among those that
+    overlap it): C += |G & S|, U += |G | S|, S is used. A G without overlap adds |G| to U.
+    Every prediction never used adds its area to U.
+    """
+    used, inter, union = set(), 0, 0
+    for g in np.unique(truth[truth != 0]):
+        gm = truth == g
+        best, best_iou = None, 0.0
+        for s in np.unique(predicted[gm & (predicted != 0)]):
+            sm = predicted == s
+            iou = (gm & sm).sum() / (gm | sm).sum()
+            if iou > best_iou:
+                best, best_iou = s, iou
+        if best is None:
+            union += gm.sum()
+            continue
+        sm = predicted == best
+        inter += (gm & sm).sum()
+        union += (gm | sm).sum()
+        used.add(best)
+    for s in np.unique(predicted[predicted != 0]):
+        if s not in used:
+            union += (predicted == s).sum()
+    return inter / union if union else float("nan")
+
+
+def _utm_truth(tmp_path, objects=OBJECTS):
+    ids = np.zeros((40, 50), np.uint32)
+    for value, (r0, c0, r1, c1) in objects.items():
+        ids[r0:r1, c0:c1] = value
+    ids[:, 47:] = NODATA  # nodata is background, not a 4th object
+    return write_geotiff(tmp_path / "truth.tif", ids[None], transform=TRANSFORM, nodata=NODATA)
+
+
+def _lonlat_boxes(path, boxes):
+    """The boxes as RFC 7946 GeoJSON (EPSG:4326), the truth raster being in UTM 16N."""
+    import shapely
+    from pyproj import Transformer
+
+    to_lonlat = Transformer.from_crs("EPSG:32616", "EPSG:4326", always_xy=True)
+    geoms = [
+        shapely.transform(pixel_box(TRANSFORM, *b), lambda xy: np.column_stack(
+            to_lonlat.transform(xy[:, 0], xy[:, 1])))
+        for b in boxes
+    ]  # fmt: skip
+    return write_geojson(path, geoms, crs=None)
+
+
+A, B, C = OBJECTS[70000], OBJECTS[300], OBJECTS[2]
+CASES = {
+    "perfect": ([A, B, C], (3, 0, 0)),
+    "split": ([(5, 5, 10, 15), (10, 5, 15, 15), B, C], (3, 1, 0)),  # halves: IoU 0.5 each
+    "merged": ([(5, 5, 15, 35), C], (1, 1, 2)),  # A + B in one: IoU 1/3 each
+    "shift 1 px": ([(5, 6, 15, 16), B, C], (3, 0, 0)),  # IoU 90/110
+    "shift half": ([(5, 10, 15, 20), B, C], (2, 1, 1)),  # IoU 50/150
+    "empty prediction": ([], (0, 0, 3)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_hand_made_cases_match_the_reference_aji(tmp_path, case):
+    boxes, (tp, fp, fn) = CASES[case]
+    truth = _utm_truth(tmp_path)
+    result = evaluate(_lonlat_boxes(tmp_path / "pred.geojson", boxes), truth)
+    assert result.kind == "instances" and result.counts["true"] == 3
+    o = result.objects
+    assert (o.tp, o.fp, o.fn) == (tp, fp, fn)
+    predicted = np.zeros((40, 50), np.int32)
+    for i, (r0, c0, r1, c1) in enumerate(boxes, start=1):
+        predicted[r0:r1, c0:c1] = i
+    with rasterio.open(truth) as dataset:
+        ids = dataset.read(1)
+    expected = kumar_aji(predicted, np.where(ids == NODATA, 0, ids))
+    assert result.instances.aji == pytest.approx(expected, abs=1e-12)
+    if case == "perfect":
+        assert o.f1 == 1.0 and result.instances.aji == 1.0
+    if case == "empty prediction":
+        assert o.f1 == 0.0 and result.instances.aji == 0.0
+
+
+def test_empty_truth_scores_every_prediction_as_false(tmp_path):
+    truth = _utm_truth(tmp_path, objects={})
+    pred = _lonlat_boxes(tmp_path / "pred.geojson", [A])
+    result = evaluate(pred, truth, truth_instances=True)
+    o = result.objects
+    assert (o.tp, o.fp, o.fn) == (0, 1, 0) and result.instances.aji == 0.0
+
+
+def test_truth_raster_over_http(tmp_path, http_server):
+    from tests.servers import copy_to
+
+    truth = copy_to(http_server.root, _utm_truth(tmp_path))
+    pred = _lonlat_boxes(tmp_path / "pred.geojson", [A, B, C])
+    result = evaluate(pred, http_server.url(truth.name))
+    assert result.kind == "instances" and result.instances.aji == 1.0
+
+
+def test_a_truth_too_large_to_hold_still_scores_pixels(tmp_path, monkeypatch):
+    """Detection must not read a class raster whole: a large 0/1 truth scores pixels."""
+    import importlib
+
+    module = importlib.import_module("pipeline.evaluate.evaluate")  # the function shadows it
+    monkeypatch.setattr(module, "MAX_POLYGONIZE_PIXELS", 1000)
+    mask = np.zeros((1, 40, 50), np.uint8)
+    mask[0, 5:15, 5:15] = 1
+    truth = write_geotiff(tmp_path / "mask.tif", mask, transform=TRANSFORM)
+    pred = write_geotiff(tmp_path / "pred.tif", mask, transform=TRANSFORM)
+    assert evaluate(pred, truth).pixels["class_1"]["iou"] == 1.0
+    # ids that look like instances are refused with the size, not scored as classes
+    with pytest.raises(InputError, match=r"40x50 pixels, too many for instance metrics"):
+        evaluate(pred, _utm_truth(tmp_path))
