@@ -23,6 +23,7 @@ heads) runs exactly like a gigaseg checkpoint::
     output:
       layout: NHWC
       activation: softmax       # already applied: none | sigmoid | softmax | probabilities
+      name: softmax             # optional: which output of several (name or 0-based position)
     classes:
       - {name: background, color: [0, 0, 0]}
       - {name: nucleus, color: [220, 50, 47]}
@@ -151,11 +152,24 @@ class CardInput(_Strict):
 
 
 class CardOutput(_Strict):
-    """What comes out of the model."""
+    """What comes out of the model.
+
+    ``name`` picks one output of a model with several: an ONNX output name or a TorchScript
+    dict key, or a position (0-based). Without it, the first output that is an image
+    (4-D, or 3-D without a channel axis) is taken.
+    """
 
     layout: Layout
     activation: Literal["none", "sigmoid", "softmax", "probabilities"]
     padding: Literal["same", "valid"] = "same"
+    name: str | int | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _position(cls, value: str | int | None) -> str | int | None:
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"an output position is 0-based, got {value}")
+        return value
 
 
 class CardClass(_Strict):

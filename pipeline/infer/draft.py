@@ -17,11 +17,14 @@ from typing import Any
 
 from pipeline.errors import CheckpointError
 from pipeline.infer.card import CARD_KEY, guess_layout, parse_card
-from pipeline.infer.model import ModelInfo, describe_model, model_kind
+from pipeline.infer.model import ModelInfo, describe_model, model_kind, pick_output
 
 __all__ = ["card_from_info", "draft_card"]
 
 _ACTIVATION_OPS = {"Softmax": "softmax", "LogSoftmax": "none", "Sigmoid": "sigmoid"}
+#: Last operators that leave logits: a linear map of the features (the draft says ``none``).
+_LOGIT_OPS = frozenset({"Conv", "ConvTranspose", "Add", "Gemm", "MatMul", "BatchNormalization",
+                        "Resize", "Upsample"})  # fmt: skip
 _DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8"}
 
 
@@ -66,11 +69,16 @@ def _onnx_draft(path: str) -> tuple[dict[str, Any], list[str]]:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    given, made = session.get_inputs()[0], session.get_outputs()[0]
+    given, every = session.get_inputs()[0], session.get_outputs()
+    ranks = [(o.name, len(o.shape) if o.shape is not None else None) for o in every]
+    made = every[pick_output(ranks, None, Path(path).name)]
     in_shape, out_shape = list(given.shape), list(made.shape)
     notes = [
         f"input {given.name} {in_shape} {given.type}; output {made.name} {out_shape} {made.type}"
     ]
+    if len(every) > 1:
+        others = ", ".join(f"{o.name} {list(o.shape)}" for o in every if o is not made)
+        notes.append(f"output.name {made.name} taken among {len(every)} outputs (also: {others})")
     proto = onnx.load(path, load_external_data=False)
     producer = next((n for n in proto.graph.node if made.name in n.output), None)
     op = producer.op_type if producer is not None else ""
@@ -85,7 +93,7 @@ def _onnx_draft(path: str) -> tuple[dict[str, Any], list[str]]:
     outputs = out_shape[out_axis] if len(out_shape) == 4 else None
     spatial = in_shape[1:3] if layout_in == "NHWC" else in_shape[2:4]
     size = spatial[0] if len(set(spatial)) == 1 and isinstance(spatial[0], int) else None
-    activation = _ACTIVATION_OPS.get(op)
+    activation = _ACTIVATION_OPS.get(op) or ("none" if op in _LOGIT_OPS else None)
     notes.append(f"last operator {op or '?'}")
     classes: list[Any]
     if isinstance(outputs, int):
@@ -111,6 +119,7 @@ def _onnx_draft(path: str) -> tuple[dict[str, Any], list[str]]:
         "output": {
             "layout": layout_out or "TODO: NCHW or NHWC",
             "activation": activation or "TODO: none, sigmoid, softmax or probabilities",
+            **({"name": made.name} if len(every) > 1 else {}),
         },
         "classes": classes,
         "pixel_size": "TODO: training pixel size (um for slides, m for maps)",

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import CheckpointError, ConfigError
+from pipeline.errors import CheckpointError, ConfigError, ModelRunError
 from pipeline.infer.card import (
     CARD_KEY,
     ModelCard,
@@ -45,6 +45,7 @@ __all__ = [
     "load_onnx",
     "load_torchscript",
     "model_kind",
+    "pick_output",
     "register_loader",
     "with_overrides",
 ]
@@ -155,6 +156,54 @@ def load_onnx(path: str) -> tuple[Any, dict[str, Any]]:
     return session, meta
 
 
+def pick_output(outputs: list[tuple[str, int | None]], wanted: str | int | None, model: str) -> int:
+    """Return the index of the model output to use among ``(name, rank)`` pairs.
+
+    Parameters
+    ----------
+    outputs
+        Each output's name (ONNX name, dict key, or position as text) and rank (``None``
+        when unknown).
+    wanted
+        The card's ``output.name``: a name or a 0-based position; ``None`` takes the first
+        output of rank 4, else of rank 3, else the first.
+    model
+        The model's name, for the message.
+
+    Raises
+    ------
+    ModelRunError
+        One line naming the model, the output asked for and the outputs it has.
+
+    Examples
+    --------
+    >>> pick_output([("aux", 2), ("seg", 4)], None, "m"), pick_output([("aux", 2)], "aux", "m")
+    (1, 0)
+    """
+    names = [name for name, _ in outputs]
+    listed = ", ".join(f"{i}: {name} (rank {rank if rank is not None else '?'})"
+                       for i, (name, rank) in enumerate(outputs))  # fmt: skip
+    if isinstance(wanted, int):
+        if wanted < len(outputs):
+            return wanted
+        raise ModelRunError(
+            f"model {model} has {len(outputs)} output(s), no position {wanted} "
+            f"(output.name in its card); its outputs: {listed}"
+        )
+    if wanted is not None:
+        if wanted in names:
+            return names.index(wanted)
+        raise ModelRunError(
+            f"model {model} has no output {wanted!r} (output.name in its card); "
+            f"its outputs: {listed}"
+        )
+    for rank in (4, 3):
+        for i, (_, r) in enumerate(outputs):
+            if r == rank:
+                return i
+    return 0
+
+
 def _embedded(text: str, path: str) -> dict[str, Any]:
     """Parse a card embedded in a model file (JSON, or YAML written by hand)."""
     import yaml
@@ -195,6 +244,9 @@ class ModelInfo:
         The card asks for the halo to be measured by perturbation.
     colors, pixel_size, pixel_unit, card
         From the model card: class colours, training pixel size and its unit, the card.
+    output_name
+        Which output of several the card picks (a name or a 0-based position); ``None``
+        takes the first image-shaped one.
     """
 
     path: str
@@ -226,6 +278,7 @@ class ModelInfo:
     colors: tuple[tuple[int, int, int] | None, ...] | None = None
     pixel_size: float | None = None
     pixel_unit: str | None = None
+    output_name: str | int | None = None
     card: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -403,6 +456,7 @@ def info_from_card(info: ModelInfo, card: ModelCard) -> ModelInfo:
         std=tuple(norm.std) if norm.std is not None else None,
         input_layout=given.layout,
         output_layout=out.layout,
+        output_name=out.name,
         fixed_size=given.size,
         input_dtype=given.dtype,
         bit_depth=norm.bit_depth,

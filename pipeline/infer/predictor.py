@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import ConfigError, ModelOutputError, ModelRunError
-from pipeline.infer.model import ModelInfo
+from pipeline.infer.model import ModelInfo, pick_output
 from pipeline.infer.optimize import fold_batch_norm
 
 __all__ = [
@@ -347,6 +347,10 @@ class Predictor:
         if self.onnx:
             self.device, self.precision = "cpu", "fp32"
             self.input_name = network.get_inputs()[0].name
+            outputs = [(o.name, len(o.shape) if o.shape is not None else None)
+                       for o in network.get_outputs()]  # fmt: skip
+            index = pick_output(outputs, info.output_name, Path(info.path).name)
+            self.output_name = outputs[index][0]
         else:
             import torch
 
@@ -409,6 +413,8 @@ class Predictor:
         """
         try:
             out = self._from_output(self._run(self._to_input(batch)))
+        except ModelRunError:
+            raise
         except Exception as exc:
             raise self._runtime_error(exc, batch) from None
         if self.info.outputs is not None and out.shape[1] != self.info.outputs:
@@ -423,7 +429,7 @@ class Predictor:
     def _run(self, batch: npt.NDArray[Any]) -> npt.NDArray[Any]:
         if self.onnx:
             with _Timed():
-                out = self.network.run(None, {self.input_name: batch})[0]
+                out = self.network.run([self.output_name], {self.input_name: batch})[0]
             return np.asarray(out)
         import torch
 
@@ -441,11 +447,20 @@ class Predictor:
         return batch
 
     def _from_output(self, out: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        if out.ndim not in (3, 4):
+            raise self._not_an_image(list(out.shape))
         if out.ndim == 3:  # (N, H, W): one channel without its axis
             out = out[:, None] if self.info.output_layout == "NCHW" else out[..., None]
         if self.info.output_layout == "NHWC":
             out = out.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(out, dtype=np.float32)
+
+    def _not_an_image(self, shape: list[int]) -> ModelRunError:
+        return ModelRunError(
+            f"model {Path(self.info.path).name} gave an output of shape {shape}, not an "
+            f"image ({self.info.output_layout} or N, H, W); pick its image output with "
+            "output.name in its model card"
+        )
 
     def _runtime_error(self, exc: Exception, batch: Any) -> ModelRunError:
         """One line naming the model, what it was given and what it expects."""
@@ -515,9 +530,23 @@ class Predictor:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda" if cuda else "cpu", dtype=dtype, enabled=dtype is not None):
             out = self.network(tensor)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return out.float().contiguous()
+        return self._select(out).float().contiguous()
+
+    def _select(self, out: Any) -> Any:
+        """Pick the card's output (or the first image) from a tuple/list/dict of tensors."""
+        if isinstance(out, dict):
+            items = [(str(k), v) for k, v in out.items()]
+        elif isinstance(out, (tuple, list)):
+            items = [(str(i), v) for i, v in enumerate(out)]
+        else:
+            return out
+        ranks = [(k, v.dim() if hasattr(v, "dim") else None) for k, v in items]
+        wanted = self.info.output_name
+        if isinstance(wanted, int) and isinstance(out, dict):
+            wanted = ranks[wanted][0] if wanted < len(ranks) else wanted
+        elif isinstance(wanted, str) and wanted.isdigit() and not isinstance(out, dict):
+            wanted = int(wanted)
+        return items[pick_output(ranks, wanted, Path(self.info.path).name)][1]
 
     @property
     def host_encoding(self) -> bool:
@@ -549,8 +578,14 @@ class Predictor:
         with _Timed(), torch.inference_mode():
             try:
                 out = self._forward(uploaded)
+            except ModelRunError:
+                raise
             except Exception as exc:
                 raise self._runtime_error(exc, uploaded[0]) from None
+            if out.dim() == 3:  # (N, H, W): one channel without its axis
+                out = out[:, None]
+            elif out.dim() != 4:
+                raise self._not_an_image(list(out.shape))
             chances = torch.sigmoid(out) if activation == "sigmoid" else torch.softmax(out, dim=1)
             bad = int(chances.numel() - torch.isfinite(chances).sum().item())
             if bad:
