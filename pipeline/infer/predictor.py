@@ -476,8 +476,12 @@ class Predictor:
         else:
             expected = f"input layout {self.info.input_layout} per its card"
             runtime = "TorchScript"
-        reason = " ".join(str(exc).split())
-        reason = reason.split("Traceback")[0][:240].strip()
+        text = str(exc)
+        if "Traceback" in text:  # TorchScript: a header, its traceback, then the error itself
+            head = text.split("Traceback", maxsplit=1)[0].strip()
+            last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+            text = f"{head} {last}" if last != head else head
+        reason = " ".join(text.split())[:240].strip()
         return ModelRunError(
             f"model {Path(self.info.path).name} ({runtime}) failed on input "
             f"{given} {self.info.input_dtype}: {expected}; {reason} -- fix the model card "

@@ -116,3 +116,31 @@ def test_the_draft_names_the_image_output(models):
     assert any("output.name seg taken among 2 outputs (also: aux" in n for n in notes)
     written = yaml.safe_dump(card)
     assert "name: seg" in written
+
+
+class Raises(nn.Module):
+    """Raises inside forward for inputs wider than 50 px."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] > 50:
+            raise RuntimeError("boom: this model takes at most 50 px")
+        return torch.cat([x, -x], dim=1)
+
+
+def test_an_error_inside_torchscript_forward_is_one_line_with_its_message(tmp_path, capsys):
+    from tests.pipeline.read.synthetic import write_geotiff
+    from workflows.cli import main
+
+    path = tmp_path / "raises.pt"
+    torch.jit.script(Raises()).save(str(path))
+    source = write_geotiff(tmp_path / "in.tif", (_image() * 40 + 100).astype(np.uint8))
+    card = tmp_path / "raises.card.yaml"
+    card.write_text(yaml.safe_dump(_card()))
+    store = tmp_path / "r.zarr"
+    code = main(["predict", str(source), "--model", str(path), "--out", str(store), "--tile",
+                 "40", "--workers", "0", "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert "model raises.pt (TorchScript) failed on input [1, 1, 96, " in err[0]
+    assert "boom: this model takes at most 50 px" in err[0]
+    assert read_attrs(store)["status"] == "failed"
