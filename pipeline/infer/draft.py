@@ -128,6 +128,82 @@ def _onnx_draft(path: str) -> tuple[dict[str, Any], list[str]]:
     return card, notes
 
 
+_TORCH_OPS = {"aten::softmax": "softmax", "aten::log_softmax": "none", "aten::sigmoid": "sigmoid",
+              "aten::_convolution": "none", "aten::conv2d": "none",
+              "aten::conv_transpose2d": "none", "aten::linear": "none"}  # fmt: skip
+_PROBE = 256  # a multiple of every U-Net alignment up to 2**8
+
+
+def _torchscript_draft(path: str) -> tuple[dict[str, Any], list[str]]:
+    """Draft from a TorchScript file, which records no shapes.
+
+    Its first convolution's weight gives the input channels, one probe run (NCHW, else
+    NHWC) the layout and the output shape, and its last activation or convolution operator
+    what the output already is.
+    """
+    import torch
+
+    from pipeline.infer.model import load_torchscript
+
+    module, _ = load_torchscript(path)
+    weights = [p for _, p in module.named_parameters() if p.dim() == 4]
+    channels = int(weights[0].shape[1]) if weights else None
+    notes = [f"TorchScript file {path} records no shapes"]
+    layout_in = layout_out = None
+    out_shape: list[int] | None = None
+    for layout in ("NCHW", "NHWC") if channels else ():
+        shape = (1, channels, _PROBE, _PROBE) if layout == "NCHW" else (1, _PROBE, _PROBE, channels)
+        try:
+            with torch.inference_mode():
+                out = module(torch.zeros(shape))
+        except Exception:  # the other layout is tried; else the card says it
+            continue
+        if isinstance(out, dict):
+            out = list(out.values())
+        if isinstance(out, (tuple, list)):
+            ranks = [(str(i), v.dim() if hasattr(v, "dim") else None) for i, v in enumerate(out)]
+            out = out[pick_output(ranks, None, Path(path).name)]
+        layout_in, out_shape = layout, [int(d) for d in out.shape]
+        layout_out = guess_layout(out_shape) or (layout if len(out_shape) == 4 else None)
+        notes.append(f"probe: input {list(shape)} ({layout}) gives output {out_shape}")
+        break
+    ops = [_TORCH_OPS[n.kind()] for n in module.inlined_graph.nodes() if n.kind() in _TORCH_OPS]
+    activation = ops[-1] if ops else None
+    outputs = None
+    if out_shape is not None and len(out_shape) == 4:
+        outputs = out_shape[3] if layout_out == "NHWC" else out_shape[1]
+    classes: list[Any]
+    if outputs is not None:
+        classes = [{"name": f"TODO: name of channel {i}", "color": None} for i in range(outputs)]
+    else:
+        classes = ["TODO: one name per output channel"]
+    card = {
+        "card": 1,
+        "name": Path(path).stem,
+        "input": {
+            "layout": layout_in or "TODO: NCHW or NHWC",
+            "channels": channels or "TODO: input channels",
+            "bands": None,
+            "dtype": "float32",
+            "normalisation": {
+                "mean": "TODO: per-band mean (or bit_depth / percentiles)",
+                "std": "TODO: per-band std",
+            },
+            "size": None,
+            "multiple": "TODO: size/offset granularity, 2**(number of 2x poolings)",
+        },
+        "halo": "measure",
+        "output": {
+            "layout": layout_out or "TODO: NCHW or NHWC",
+            "activation": activation or "TODO: none, sigmoid, softmax or probabilities",
+        },
+        "classes": classes,
+        "pixel_size": "TODO: training pixel size (um for slides, m for maps)",
+        "pixel_unit": "TODO: um or m",
+    }
+    return card, notes
+
+
 def draft_card(
     path: str | Path, *, complete: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 ) -> tuple[dict[str, Any], list[str]]:
@@ -158,6 +234,8 @@ def draft_card(
         return card_from_info(info), [f"complete card from the gigaseg metadata in {path}"]
     if kind == "onnx":
         return _onnx_draft(path)
+    if kind == "torchscript":
+        return _torchscript_draft(path)
     card = {
         "card": 1,
         "name": Path(path).stem,

@@ -86,3 +86,25 @@ def test_gigaseg_export_carries_a_complete_card(tmp_path, capsys):
         assert card.input.bands == [3, 2, 1] and card.input.normalisation.std == [4, 5, 6]
         assert card.output.activation == "none" and card.class_names == ("background", "building")
         assert card.pixel_size == 0.3
+
+
+@pytest.mark.parametrize("how", ["trace", "script"])
+def test_draft_of_a_torchscript_model_is_probed(tmp_path, how, capsys):
+    import torch
+
+    model = TFStyle(channels=1, classes=2, seed=7).eval()
+    path = tmp_path / f"tf_{how}.pt"
+    if how == "trace":
+        torch.jit.trace(model, torch.zeros(1, 64, 64, 1)).save(str(path))
+    else:
+        torch.jit.script(model).save(str(path))
+    assert main(["model-card", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "probe: input [1, 256, 256, 1] (NHWC) gives output [1, 256, 256, 2]" in text
+    draft = yaml.safe_load(text)
+    assert draft["input"]["layout"] == "NHWC" and draft["input"]["channels"] == 1
+    assert draft["output"] == {"layout": "NHWC", "activation": "softmax"}
+    assert len(draft["classes"]) == 2
+    todos = next(line for line in text.splitlines() if line.startswith("# fill in"))
+    assert "input.layout" not in todos and "output.activation" not in todos
+    assert "input.normalisation.mean" in todos and "classes[0].name" in todos
