@@ -442,7 +442,9 @@ class Predictor:
     def _to_input(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
         if self.info.input_layout == "NHWC":
             batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
-        if self.info.input_dtype != "float32":
+        if self.info.input_dtype == "uint8":  # rounded and saturated, never wrapped around
+            batch = np.clip(np.rint(batch), 0, 255).astype(np.uint8)
+        elif self.info.input_dtype != "float32":
             batch = batch.astype(self.info.input_dtype)
         return batch
 
