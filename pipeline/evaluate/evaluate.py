@@ -181,6 +181,7 @@ class PredictionRaster:
     georef: Georef
     classes: tuple[str, ...]
     _read: Any = field(repr=False)
+    nodata: int | None = None
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         """Read class ids of a window."""
@@ -220,9 +221,11 @@ def open_prediction_raster(path: str | Path, *, threshold: float = 0.5) -> Predi
         read_store = _store_reader(labels, classes)
         if len(classes) == 2 and classes[-1].lower() == "boundary":
             classes = classes[:1]  # a boundary model: its objects are interior + boundary
+        nodata = attrs.get("labels_nodata")
         return PredictionRaster(
-            str(path), height, width, Georef.from_attrs(attrs), classes, read_store
-        )
+            str(path), height, width, Georef.from_attrs(attrs), classes, read_store,
+            None if nodata is None else int(nodata),
+        )  # fmt: skip
     source = open_source(path, bands=[1])
     floating = source.dtype.kind == "f"
 
@@ -231,7 +234,9 @@ def open_prediction_raster(path: str | Path, *, threshold: float = 0.5) -> Predi
         return (data >= threshold).astype(np.uint8) if floating else data
 
     height, width = source.shape
-    return PredictionRaster(source.name, height, width, source.georef, ("class_1",), read)
+    nodata = getattr(source, "nodata", None)
+    keep = None if floating or nodata is None or not float(nodata).is_integer() else int(nodata)
+    return PredictionRaster(source.name, height, width, source.georef, ("class_1",), read, keep)
 
 
 def _store_reader(labels: Any, classes: tuple[str, ...]) -> Any:
@@ -435,10 +440,24 @@ def _predicted_instances(
         return rasterize(shapes, out_shape=shape, transform=transform, fill=0, dtype="int32")
     if (raster.height, raster.width) != shape:
         raise InputError(
-            f"prediction {prediction} is {raster.height}x{raster.width} pixels but the truth is "
+            f"prediction {redact(prediction)} is {raster.height}x{raster.width} pixels but the "
+            f"truth is "
             f"{shape[0]}x{shape[1]}; instance metrics need the same grid"
         )
+    if crs is not None and raster.georef.crs_obj is not None and raster.georef.crs_obj != crs:
+        raise InputError(
+            f"prediction {redact(prediction)} is in {raster.georef.crs} but the truth in "
+            f"{crs.to_string()}; instance metrics need the same grid"
+        )
+    if not raster.georef.transform.almost_equals(transform, precision=1e-6):
+        raise InputError(
+            f"prediction {redact(prediction)} and the truth have the same size but not the same "
+            f"grid (transforms {tuple(raster.georef.transform)[:6]} and {tuple(transform)[:6]}); "
+            "instance metrics need the same grid"
+        )
     labels = raster.read(0, 0, raster.height, raster.width)
+    if raster.nodata is not None:  # no data (e.g. a store's 255 where tiles were skipped)
+        labels = np.where(labels == raster.nodata, 0, labels)
     if looks_like_instances(labels, len(raster.classes)):
         return np.asarray(labels)
     return components(labels > 0)

@@ -203,3 +203,27 @@ def test_a_truth_too_large_to_hold_still_scores_pixels(tmp_path, monkeypatch):
     # ids that look like instances are refused with the size, not scored as classes
     with pytest.raises(InputError, match=r"40x50 pixels, too many for instance metrics"):
         evaluate(pred, _utm_truth(tmp_path))
+
+
+def test_prediction_nodata_is_background_not_an_object(tmp_path):
+    """A label raster's nodata (a store's 255 where tiles were skipped) touching an object
+    must not merge with it: identical objects score F1 1 and AJI 1."""
+    truth = _utm_truth(tmp_path)
+    labels = np.zeros((40, 50), np.uint8)
+    for r0, c0, r1, c1 in OBJECTS.values():
+        labels[r0:r1, c0:c1] = 1
+    labels[15:40, 0:20] = 255  # touches A and C
+    labels[25:35, 5:15] = 1  # C itself is data
+    pred = write_geotiff(tmp_path / "labels.tif", labels[None], transform=TRANSFORM, nodata=255)
+    result = evaluate(pred, truth)
+    assert result.kind == "instances" and result.counts["predicted"] == 3
+    assert result.objects.f1 == 1.0 and result.instances.aji == 1.0
+
+
+def test_a_prediction_on_another_grid_is_refused(tmp_path):
+    truth = _utm_truth(tmp_path)
+    labels = np.zeros((1, 40, 50), np.uint8)
+    shifted = Affine(0.5, 0, ORIGIN[0] + 3.0, 0, -0.5, ORIGIN[1])
+    pred = write_geotiff(tmp_path / "labels.tif", labels, transform=shifted)
+    with pytest.raises(InputError, match=r"same size but not the same grid"):
+        evaluate(pred, truth, truth_instances=True)
