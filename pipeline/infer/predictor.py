@@ -351,6 +351,9 @@ class Predictor:
                        for o in network.get_outputs()]  # fmt: skip
             index = pick_output(outputs, info.output_name, Path(info.path).name)
             self.output_name = outputs[index][0]
+            first = network.get_inputs()[0].shape
+            # a batch axis fixed in the file (often 1): larger batches go in slices of it
+            self.fixed_batch = first[0] if first and isinstance(first[0], int) else None
         else:
             import torch
 
@@ -428,9 +431,17 @@ class Predictor:
 
     def _run(self, batch: npt.NDArray[Any]) -> npt.NDArray[Any]:
         if self.onnx:
+            step = self.fixed_batch or len(batch)
+            parts = []
             with _Timed():
-                out = self.network.run([self.output_name], {self.input_name: batch})[0]
-            return np.asarray(out)
+                for start in range(0, len(batch), step):
+                    part = batch[start : start + step]
+                    short = step - len(part)
+                    if short:  # the last slice is filled up with copies of its last item
+                        part = np.concatenate([part, np.repeat(part[-1:], short, axis=0)])
+                    out = self.network.run([self.output_name], {self.input_name: part})[0]
+                    parts.append(np.asarray(out)[: step - short])
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
         import torch
 
         with _Timed(), torch.inference_mode():
