@@ -148,6 +148,7 @@ def _torchscript_draft(path: str) -> tuple[dict[str, Any], list[str]]:
     module, _ = load_torchscript(path)
     weights = [p for _, p in module.named_parameters() if p.dim() == 4]
     channels = int(weights[0].shape[1]) if weights else None
+    dtype = torch.float16 if weights and weights[0].dtype == torch.float16 else torch.float32
     notes = [f"TorchScript file {path} records no shapes"]
     layout_in = layout_out = None
     out_shape: list[int] | None = None
@@ -155,7 +156,7 @@ def _torchscript_draft(path: str) -> tuple[dict[str, Any], list[str]]:
         shape = (1, channels, _PROBE, _PROBE) if layout == "NCHW" else (1, _PROBE, _PROBE, channels)
         try:
             with torch.inference_mode():
-                out = module(torch.zeros(shape))
+                out = module(torch.zeros(shape, dtype=dtype))
         except Exception:  # the other layout is tried; else the card says it
             continue
         if isinstance(out, dict):
@@ -184,7 +185,7 @@ def _torchscript_draft(path: str) -> tuple[dict[str, Any], list[str]]:
             "layout": layout_in or "TODO: NCHW or NHWC",
             "channels": channels or "TODO: input channels",
             "bands": None,
-            "dtype": "float32",
+            "dtype": "float16" if dtype == torch.float16 else "float32",
             "normalisation": {
                 "mean": "TODO: per-band mean (or bit_depth / percentiles)",
                 "std": "TODO: per-band std",

@@ -108,3 +108,17 @@ def test_draft_of_a_torchscript_model_is_probed(tmp_path, how, capsys):
     todos = next(line for line in text.splitlines() if line.startswith("# fill in"))
     assert "input.layout" not in todos and "output.activation" not in todos
     assert "input.normalisation.mean" in todos and "classes[0].name" in todos
+
+
+def test_draft_of_a_half_precision_torchscript_model(tmp_path, capsys):
+    import torch
+
+    from tests.pipeline.tinynet import TinyUNet
+
+    net = TinyUNet(in_channels=3, classes=2, depth=2, seed=1).eval().half()
+    path = tmp_path / "half.pt"
+    torch.jit.trace(net, torch.zeros(1, 3, 32, 32, dtype=torch.float16)).save(str(path))
+    assert main(["model-card", str(path)]) == 0
+    draft = yaml.safe_load(capsys.readouterr().out)
+    assert draft["input"]["dtype"] == "float16" and draft["input"]["layout"] == "NCHW"
+    assert draft["input"]["channels"] == 3 and len(draft["classes"]) == 2
