@@ -437,7 +437,8 @@ def _predicted_instances(
         if not geoms:
             return np.zeros(shape, np.int32)
         shapes = ((g, i) for i, g in enumerate(geoms, start=1))
-        return rasterize(shapes, out_shape=shape, transform=transform, fill=0, dtype="int32")
+        burnt = rasterize(shapes, out_shape=shape, transform=transform, fill=0, dtype="int32")
+        return np.asarray(burnt)
     if (raster.height, raster.width) != shape:
         raise InputError(
             f"prediction {redact(prediction)} is {raster.height}x{raster.width} pixels but the "

@@ -189,7 +189,7 @@ class CardClass(_Strict):
 class ModelCard(_Strict):
     """A validated model card (see the module docstring for the YAML form)."""
 
-    card: Literal[1] = CARD_VERSION
+    card: Literal[1] = 1  # CARD_VERSION
     name: str | None = None
     input: CardInput
     halo: int | Literal["measure"]

@@ -153,7 +153,8 @@ def _torchscript_draft(path: str) -> tuple[dict[str, Any], list[str]]:
     layout_in = layout_out = None
     out_shape: list[int] | None = None
     for layout in ("NCHW", "NHWC") if channels else ():
-        shape = (1, channels, _PROBE, _PROBE) if layout == "NCHW" else (1, _PROBE, _PROBE, channels)
+        c = int(channels or 0)
+        shape = (1, c, _PROBE, _PROBE) if layout == "NCHW" else (1, _PROBE, _PROBE, c)
         try:
             with torch.inference_mode():
                 out = module(torch.zeros(shape, dtype=dtype))

@@ -69,7 +69,7 @@ def _radius(
             changed |= (forward(probe) != ref).any(axis=(0, 1))
         rows, cols = np.nonzero(changed)
         if len(rows):
-            off = (size - changed.shape[0]) // 2  # valid models: output shrinks symmetrically
+            off = (size - int(ref.shape[-2])) // 2  # valid models: output shrinks symmetrically
             reach = max(np.abs(rows + off - centre).max(), np.abs(cols + off - centre).max())
             radius = max(radius, int(reach))
         if _reaches_border(radius, size):
