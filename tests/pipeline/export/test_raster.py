@@ -170,13 +170,13 @@ def test_card_colours_colour_the_cog_and_the_slide_pyramid(store, tmp_path):
         shutil.rmtree(store / PYRAMID, ignore_errors=True)
 
 
-def test_the_export_block_cache_is_256_mb_not_256_bytes():
+def test_the_export_block_cache_is_64_mb_not_64_bytes():
     from rasterio.env import get_gdal_config
 
     from pipeline.export.raster import gdal_options
 
     with rasterio.Env(**gdal_options()):
-        assert get_gdal_config("GDAL_CACHEMAX") == 256 * 2**20
+        assert get_gdal_config("GDAL_CACHEMAX") == 64 * 2**20
 
 
 def _synthetic_store(path, rows, cols, tile, classes):
