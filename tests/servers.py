@@ -125,18 +125,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class _Server(ThreadingHTTPServer):
+class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
-    root: Path
-    counter: Counter
-    auth: str | None
-    head: bool
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Stay quiet when a client hangs up (GDAL drops a connection after a failed read)."""
         if isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
             return
         super().handle_error(request, client_address)
+
+
+class _Server(_QuietServer):
+    root: Path
+    counter: Counter
+    auth: str | None
+    head: bool
 
 
 class RangeServer:
@@ -206,8 +209,7 @@ def plain_http_server(tmp_path: Path) -> Iterator[str]:
     root = tmp_path / "plain"
     root.mkdir()
     handler = functools.partial(_QuietFiles, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    server = _QuietServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

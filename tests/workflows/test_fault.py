@@ -26,7 +26,9 @@ import yaml
 import workflows
 from pipeline.errors import StaleLockWarning
 from pipeline.runner import environ_kept
+from pipeline.store.lock import lock_path
 from tests.workflows.conftest import ledger, read_features, read_store
+from workflows.exports import record_path
 from workflows.run import store_status
 
 pytestmark = pytest.mark.filterwarnings(
@@ -152,10 +154,18 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(
         start_new_session=True,  # its own process group: workers die with it
     )
     try:
-        # Kill once the small scene and its export are finished and the big one is under way.
+        # Kill once the small scene and its export are finished (file, record and lock
+        # released: a kill between them would leave the export half-finished, which is
+        # another test) and the big one is under way.
+        small_export = out / "small.geojson"
         wait_for(
             lambda: (
-                ((out / "small.geojson").exists() and done_tiles(out / "big.zarr") >= 5)
+                (
+                    small_export.exists()
+                    and record_path(small_export).exists()
+                    and not lock_path(small_export).exists()
+                    and done_tiles(out / "big.zarr") >= 5
+                )
                 or process.poll() is not None
             ),
             180,
