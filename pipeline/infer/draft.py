@@ -95,36 +95,18 @@ def _onnx_draft(path: str) -> tuple[dict[str, Any], list[str]]:
     size = spatial[0] if len(set(spatial)) == 1 and isinstance(spatial[0], int) else None
     activation = _ACTIVATION_OPS.get(op) or ("none" if op in _LOGIT_OPS else None)
     notes.append(f"last operator {op or '?'}")
-    classes: list[Any]
-    if isinstance(outputs, int):
-        classes = [{"name": f"TODO: name of channel {i}", "color": None} for i in range(outputs)]
-    else:
-        classes = ["TODO: one name per output channel"]
-    card = {
-        "card": 1,
-        "name": Path(path).stem,
-        "input": {
-            "layout": layout_in or "TODO: NCHW or NHWC",
-            "channels": channels if isinstance(channels, int) else "TODO: input channels",
-            "bands": None,
-            "dtype": _DTYPES.get(given.type, "float32"),
-            "normalisation": {
-                "mean": "TODO: per-band mean (or bit_depth / percentiles)",
-                "std": "TODO: per-band std",
-            },
-            "size": size,
-            "multiple": "TODO: size/offset granularity, 2**(number of 2x poolings)",
-        },
-        "halo": "measure",
-        "output": {
-            "layout": layout_out or "TODO: NCHW or NHWC",
-            "activation": activation or "TODO: none, sigmoid, softmax or probabilities",
-            **({"name": made.name} if len(every) > 1 else {}),
-        },
-        "classes": classes,
-        "pixel_size": "TODO: training pixel size (um for slides, m for maps)",
-        "pixel_unit": "TODO: um or m",
-    }
+    card = _skeleton(
+        path,
+        layout_in=layout_in,
+        channels=channels if isinstance(channels, int) else None,
+        dtype=_DTYPES.get(given.type, "float32"),
+        size=size,
+        layout_out=layout_out,
+        activation=activation,
+        outputs=outputs if isinstance(outputs, int) else None,
+    )
+    if len(every) > 1:
+        card["output"]["name"] = made.name
     return card, notes
 
 
@@ -174,24 +156,49 @@ def _torchscript_draft(path: str) -> tuple[dict[str, Any], list[str]]:
     outputs = None
     if out_shape is not None and len(out_shape) == 4:
         outputs = out_shape[3] if layout_out == "NHWC" else out_shape[1]
+    card = _skeleton(
+        path,
+        layout_in=layout_in,
+        channels=channels or None,
+        dtype="float16" if dtype == torch.float16 else "float32",
+        size=None,
+        layout_out=layout_out,
+        activation=activation,
+        outputs=outputs,
+    )
+    return card, notes
+
+
+def _skeleton(
+    path: str | Path,
+    *,
+    layout_in: str | None,
+    channels: int | None,
+    dtype: str,
+    size: int | None,
+    layout_out: str | None,
+    activation: str | None,
+    outputs: int | None,
+) -> dict[str, Any]:
+    """Return a card with what a model file revealed and ``TODO``s for everything else."""
     classes: list[Any]
     if outputs is not None:
         classes = [{"name": f"TODO: name of channel {i}", "color": None} for i in range(outputs)]
     else:
         classes = ["TODO: one name per output channel"]
-    card = {
+    return {
         "card": 1,
         "name": Path(path).stem,
         "input": {
             "layout": layout_in or "TODO: NCHW or NHWC",
-            "channels": channels or "TODO: input channels",
+            "channels": channels if channels is not None else "TODO: input channels",
             "bands": None,
-            "dtype": "float16" if dtype == torch.float16 else "float32",
+            "dtype": dtype,
             "normalisation": {
                 "mean": "TODO: per-band mean (or bit_depth / percentiles)",
                 "std": "TODO: per-band std",
             },
-            "size": None,
+            "size": size,
             "multiple": "TODO: size/offset granularity, 2**(number of 2x poolings)",
         },
         "halo": "measure",
@@ -203,7 +210,6 @@ def _torchscript_draft(path: str) -> tuple[dict[str, Any], list[str]]:
         "pixel_size": "TODO: training pixel size (um for slides, m for maps)",
         "pixel_unit": "TODO: um or m",
     }
-    return card, notes
 
 
 def draft_card(
